@@ -1,0 +1,1 @@
+"""Backend implementations: ``numpy`` (the reference), ``numba`` (CPU), ``cupy`` (GPU)."""
