@@ -1,0 +1,124 @@
+"""Validation at the API boundary: every error names the argument, what was expected, what came.
+
+Host-side (NumPy) work on user inputs before anything reaches a backend, so a failed call
+leaves the model untouched.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+
+def check_features(X, n_features: int, name: str = "X") -> np.ndarray:
+    """``X`` as a finite 2-D float64 array with ``n_features`` columns."""
+    X = as_float_array(X, name)
+    if X.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (samples, features), got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is empty: expected at least one sample, got shape {X.shape}")
+    if X.shape[1] != n_features:
+        raise ValueError(
+            f"{name} must have {n_features} features (columns), got {X.shape[1]}")
+    check_finite(X, name)
+    return X
+
+
+def as_float_array(x, name: str) -> np.ndarray:
+    """A float64 copy-if-needed of array-like ``x``; a clear TypeError for non-numeric data."""
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from None
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
+                                   or arr.dtype == np.bool_):
+        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    return arr.astype(np.float64, copy=False)
+
+
+def check_finite(arr: np.ndarray, name: str):
+    """Raise if ``arr`` holds NaN or inf, saying where the first one is."""
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        where = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ValueError(f"{name} must be finite, got {arr[where]} at index {where}")
+
+
+def check_targets(y, n_samples: int, n_outputs: int, task: str, name: str = "y") -> np.ndarray:
+    """Targets as a float64 ``(N, n_outputs)`` matrix (one-hot for classification).
+
+    classification: class indices in ``0..n_outputs-1`` of shape (N,), or one-hot (N, K);
+    binary: 0/1 (or probabilities) of shape (N,) or (N, K);
+    regression: floats of shape (N,) or (N, K).
+    """
+    arr = as_float_array(y, name)
+    if arr.ndim == 0 or arr.ndim > 2:
+        raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
+    if arr.shape[0] != n_samples:
+        raise ValueError(
+            f"{name} must have one row per sample of X ({n_samples}), got {arr.shape[0]}")
+    check_finite(arr, name)
+    if task == "classification":
+        return class_targets(arr, n_outputs, name)
+    if arr.ndim == 1:
+        arr = arr[:, None]
+    if arr.shape[1] != n_outputs:
+        raise ValueError(
+            f"{name} must have {n_outputs} column(s) to match the output layer, "
+            f"got shape {arr.shape}")
+    if task == "binary" and (arr.min() < 0 or arr.max() > 1):
+        raise ValueError(
+            f"{name} must lie in [0, 1] for binary_cross_entropy, got values in "
+            f"[{arr.min()}, {arr.max()}]")
+    return arr
+
+
+def class_targets(arr: np.ndarray, n_classes: int, name: str) -> np.ndarray:
+    """One-hot ``(N, n_classes)`` from class indices ``(N,)`` or a one-hot matrix."""
+    if arr.ndim == 2:
+        if arr.shape[1] != n_classes:
+            raise ValueError(
+                f"one-hot {name} must have {n_classes} columns, got shape {arr.shape}")
+        if not (np.isin(arr, (0.0, 1.0)).all() and (arr.sum(axis=1) == 1).all()):
+            raise ValueError(f"2-D {name} must be one-hot (a single 1 per row)")
+        return arr
+    labels = arr.astype(np.int64)
+    if (labels != arr).any():
+        raise ValueError(f"{name} must hold integer class indices, got {arr[labels != arr][0]}")
+    if labels.min() < 0 or labels.max() >= n_classes:
+        raise ValueError(
+            f"{name} must hold class indices in [0, {n_classes - 1}] for {n_classes} outputs, "
+            f"got values in [{labels.min()}, {labels.max()}]")
+    onehot = np.zeros((arr.shape[0], n_classes))
+    onehot[np.arange(arr.shape[0]), labels] = 1.0
+    return onehot
+
+
+def check_number(value, name: str, *, low=None, high=None, low_open=False, high_open=False,
+                 integer=False, allow_none=False):
+    """A real (or integer) number within bounds, else a ValueError/TypeError naming ``name``."""
+    if value is None and allow_none:
+        return None
+    kind = numbers.Integral if integer else numbers.Real
+    if isinstance(value, bool) or not isinstance(value, kind):
+        expected = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {expected}, got {value!r} ({type(value).__name__})")
+    if not integer and not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        left = "(" if low_open else "["
+        right = ")" if high_open else "]"
+        bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        raise ValueError(f"{name} must be in {bounds}, got {value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_choice(value, name: str, choices):
+    """``value`` if it is one of ``choices``, else a ValueError listing them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+    return value

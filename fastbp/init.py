@@ -1,0 +1,57 @@
+"""Weight initialisers, drawn on the host from the model's seed so every backend starts alike.
+
+For ``W`` of shape ``(n_in, n_out)``; biases always start at zero.
+
+=========  ===============================================  =========================
+name       distribution                                     default ``init_scale``
+=========  ===============================================  =========================
+zeros      ``W = 0`` (every hidden unit stays identical)     --
+uniform    ``U[-s, s]``                                     ``s = 0.05``
+normal     ``N(0, s^2)``                                    ``s = 0.01``
+xavier     ``N(0, 2 / (n_in + n_out))`` (Glorot)             --
+lecun      ``N(0, 1 / n_in)``                               --
+he         ``N(0, 2 / n_in)`` (for ReLU)                    --
+=========  ===============================================  =========================
+"""
+
+import math
+
+import numpy as np
+
+DEFAULT_SCALE = {"uniform": 0.05, "normal": 0.01}
+INITS = ("zeros", "uniform", "normal", "xavier", "lecun", "he")
+
+
+def make_rng(seed=None) -> np.random.Generator:
+    """The model's host random generator (initial weights, shuffles, dropout masks)."""
+    return np.random.default_rng(seed)
+
+
+def check_init(init, init_scale):
+    """Validate ``init`` / ``init_scale`` together; returns the scale to use (or None)."""
+    if not isinstance(init, str) or init not in INITS:
+        raise ValueError(f"init must be one of {list(INITS)}, got {init!r}")
+    if init_scale is None:
+        return DEFAULT_SCALE.get(init)
+    if init not in DEFAULT_SCALE:
+        raise ValueError(f"init_scale applies to init='uniform' or 'normal', not init={init!r}")
+    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) \
+            or not math.isfinite(init_scale) or init_scale <= 0:
+        raise ValueError(f"init_scale must be a positive finite number, got {init_scale!r}")
+    return float(init_scale)
+
+
+def init_weights(rng: np.random.Generator, n_in: int, n_out: int, init: str, scale=None):
+    """A float64 host array ``W`` of shape ``(n_in, n_out)`` drawn by ``init``."""
+    shape = (n_in, n_out)
+    if init == "zeros":
+        return np.zeros(shape)
+    if init == "uniform":
+        return rng.uniform(-scale, scale, size=shape)
+    std = {
+        "normal": scale,
+        "xavier": math.sqrt(2.0 / (n_in + n_out)),
+        "lecun": math.sqrt(1.0 / n_in),
+        "he": math.sqrt(2.0 / n_in),
+    }[init]
+    return rng.normal(0.0, std, size=shape)

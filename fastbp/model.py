@@ -1,0 +1,308 @@
+"""The multilayer perceptron: a stack of :class:`~fastbp.layers.Dense` layers and a loss.
+
+Forward: ``a_0 = X``, ``z_l = a_{l-1} @ W_l + b_l``, ``a_l = g_l(z_l)`` for ``l = 1..L``.
+Cost: ``J = mean_i L(y_i, a_L,i) + (lam/2) sum_l ||W_l||^2``.
+Backward: ``delta_L = dJ/dz_L`` (``(a_L - y)/N`` for the matched pairs), then
+``delta_l = (delta_{l+1} @ W_{l+1}.T) * g_l'(z_l)``, ``dW_l = a_{l-1}.T @ delta_l + lam W_l``,
+``db_l = sum over the batch of delta_l``.
+
+All parameters live in one flat device vector (``W_1, b_1, W_2, b_2, ...``) and all gradients
+in another; the layers hold views. One optimizer call then updates everything, and the
+flattened vector is what gradient checks (and L-BFGS, and all-reduce) want.
+This module does no arithmetic of its own on training data: the backend does.
+"""
+
+from __future__ import annotations
+
+from . import checks, host, init as initialisers
+from .activations import HIDDEN_NAMES, make_activation
+from .backend import get_backend
+from .layers import Dense
+from .losses import make_loss
+
+#: rows per chunk when predicting, to bound device memory
+PREDICT_CHUNK = 8192
+
+
+class MLP:
+    """A multilayer perceptron trained by backpropagation on any fastbp backend.
+
+    ``sizes`` lists the units per layer, input first: ``[64, 32, 10]`` is 64 inputs, one
+    hidden layer of 32 and 10 outputs. ``activation`` is one name for every hidden layer or a
+    list with one per hidden layer. ``output`` and ``loss`` must be a valid pair (see
+    :mod:`fastbp.losses`). ``standardize=True`` fits a feature standardiser on the training
+    data at the first :meth:`fit` and applies it to every later input (it is saved too).
+    """
+
+    def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
+                 init="he", init_scale=None, backend="auto", dtype="float32", seed=None,
+                 leaky_slope=0.01, elu_alpha=1.0, standardize=False):
+        self.sizes = check_sizes(sizes)
+        self.config = dict(
+            sizes=self.sizes, activation=activation, output=output, loss=loss, init=init,
+            init_scale=init_scale, dtype=host.dtype_name(dtype), seed=seed,
+            leaky_slope=checks.check_number(leaky_slope, "leaky_slope", low=0, high=1),
+            elu_alpha=checks.check_number(elu_alpha, "elu_alpha", low=0, low_open=True),
+            standardize=bool(standardize))
+        self.hidden = self._hidden_activations(activation)
+        self.output = make_activation(output, where="output", leaky_slope=leaky_slope,
+                                      elu_alpha=elu_alpha)
+        self.loss_fn = make_loss(loss, output)
+        scale = initialisers.check_init(init, init_scale)
+        check_seed(seed)
+        self.backend = get_backend(backend)
+        self.dtype = self.config["dtype"]
+        self.rng = initialisers.make_rng(seed)
+        self.standardizer = None
+        self._build(scale)
+
+    # -- construction ----------------------------------------------------------------------
+    def _hidden_activations(self, activation):
+        n_hidden = len(self.sizes) - 2
+        names = [activation] * n_hidden if isinstance(activation, str) else list(activation) \
+            if isinstance(activation, (list, tuple)) else None
+        if names is None:
+            raise TypeError(f"activation must be a name or a list of names, got "
+                            f"{type(activation).__name__}")
+        if len(names) != n_hidden:
+            raise ValueError(f"activation list must have one name per hidden layer "
+                             f"({n_hidden}), got {len(names)}")
+        acts = [make_activation(n, where="activation", leaky_slope=self.config["leaky_slope"],
+                                elu_alpha=self.config["elu_alpha"]) for n in names]
+        for act in acts:
+            if not act.hidden_ok:
+                raise ValueError(f"activation must be one of {list(HIDDEN_NAMES)} for hidden "
+                                 f"layers, got {act.name!r} (softmax is an output activation)")
+        return acts
+
+    def _build(self, scale):
+        """Draw the initial weights on the host and lay them out in the flat vectors."""
+        host_weights = [(initialisers.init_weights(self.rng, n_in, n_out, self.config["init"],
+                                                   scale), [0.0] * n_out)
+                        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
+        n_params = sum(n_in * n_out + n_out for n_in, n_out in zip(self.sizes, self.sizes[1:]))
+        self.params = self.backend.zeros((n_params,), self.dtype)
+        self.grads = self.backend.zeros((n_params,), self.dtype)
+        self.layers = [Dense(self.backend, W, b, dW, db, act) for (W, b), (dW, db), act in zip(
+            self._param_views(self.params), self._param_views(self.grads),
+            self.hidden + [self.output])]
+        self._write_weights(host_weights)
+
+    def _param_views(self, flat):
+        """``[(W_l, b_l), ...]`` as views into the flat vector ``flat``."""
+        views, offset = [], 0
+        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
+            W = flat[offset:offset + n_in * n_out].reshape(n_in, n_out)
+            offset += n_in * n_out
+            views.append((W, flat[offset:offset + n_out]))
+            offset += n_out
+        return views
+
+    @property
+    def n_params(self) -> int:
+        return self.params.shape[0]
+
+    @property
+    def task(self) -> str:
+        """'classification', 'binary' or 'regression', from the loss."""
+        return self.loss_fn.task
+
+    # -- weights ---------------------------------------------------------------------------
+    def get_weights(self):
+        """``[(W_l, b_l), ...]`` as host NumPy copies, ``W_l`` of shape ``(n_{l-1}, n_l)``."""
+        return [(self.backend.to_numpy(W).copy(), self.backend.to_numpy(b).copy())
+                for W, b in self._param_views(self.params)]
+
+    def set_weights(self, weights):
+        """Replace every ``(W_l, b_l)``; shapes and finiteness are checked before any write."""
+        if not isinstance(weights, (list, tuple)) or len(weights) != len(self.layers):
+            raise ValueError(f"weights must be a list of {len(self.layers)} (W, b) pairs, got "
+                             f"{len(weights) if isinstance(weights, (list, tuple)) else weights!r}")
+        checked = []
+        for l, (pair, layer) in enumerate(zip(weights, self.layers), start=1):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(f"weights[{l - 1}] must be a (W, b) pair")
+            W = checks.as_float_array(pair[0], f"W_{l}")
+            b = checks.as_float_array(pair[1], f"b_{l}")
+            for arr, name, shape in ((W, f"W_{l}", layer.W.shape), (b, f"b_{l}", layer.b.shape)):
+                if arr.shape != shape:
+                    raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
+                checks.check_finite(arr, name)
+            checked.append((W, b))
+        self._write_weights(checked)
+
+    def _write_weights(self, host_weights):
+        for (W, b), (W_dev, b_dev) in zip(host_weights, self._param_views(self.params)):
+            self.backend.copy(self.backend.asarray(W, self.dtype), W_dev)
+            self.backend.copy(self.backend.asarray(b, self.dtype), b_dev)
+
+    def get_flat_params(self):
+        """The flat parameter vector ``theta`` (host copy): ``W_1, b_1, W_2, b_2, ...``."""
+        return self.backend.to_numpy(self.params).copy()
+
+    def set_flat_params(self, theta):
+        """Overwrite ``theta`` from a host vector of length :attr:`n_params`."""
+        theta = checks.as_float_array(theta, "theta")
+        if theta.shape != (self.n_params,):
+            raise ValueError(f"theta must have shape ({self.n_params},), got {theta.shape}")
+        checks.check_finite(theta, "theta")
+        self.backend.copy(self.backend.asarray(theta, self.dtype), self.params)
+
+    # -- device-level passes (used by fit) ---------------------------------------------------
+    def forward_device(self, X, training=False):
+        """Forward pass on device data; returns ``a_L`` (a buffer reused by the next call)."""
+        a = X
+        for layer in self.layers:
+            a = layer.forward(a, training, self.rng)
+        return a
+
+    def backward_device(self, Y, scale, weight_decay, loss_acc):
+        """After :meth:`forward_device`: ``delta_L``, then every ``dW``, ``db`` into the flat
+        gradient vector; ``loss_acc[0] += sum_i L_i``. ``scale`` is ``1/N`` of the mean."""
+        top = self.layers[-1]
+        act = top.activation
+        delta = self.backend.output_delta_loss(top.z, top.a, Y, self.loss_fn.code, act.code,
+                                               act.alpha, scale, top.delta, loss_acc)
+        for l in range(len(self.layers) - 1, -1, -1):
+            below = self.layers[l - 1] if l > 0 else None
+            delta = self.layers[l].backward(delta, below, weight_decay)
+
+    def penalty(self, weight_decay):
+        """``(lam/2) sum_l ||W_l||^2`` as a Python float."""
+        if not weight_decay:
+            return 0.0
+        total = sum(self.backend.scalar(self.backend.sum_squares(W))
+                    for W, _ in self._param_views(self.params))
+        return 0.5 * weight_decay * total
+
+    def set_dropout(self, rate):
+        """Drop each hidden unit with probability ``rate`` in training (not the output)."""
+        for layer in self.layers[:-1]:
+            layer.dropout = rate
+
+    # -- public API on host data -------------------------------------------------------------
+    def prepare(self, X, name="X"):
+        """Validated, standardised host features."""
+        X = checks.check_features(X, self.sizes[0], name)
+        return X if self.standardizer is None else self.standardizer.transform(X)
+
+    def targets(self, y, n_samples, name="y"):
+        """Validated host targets as an ``(N, n_outputs)`` matrix."""
+        return checks.check_targets(y, n_samples, self.sizes[-1], self.task, name)
+
+    def _chunks(self, X):
+        """Yield ``(start, stop, device chunk)`` over prepared host features."""
+        for start in range(0, X.shape[0], PREDICT_CHUNK):
+            stop = min(start + PREDICT_CHUNK, X.shape[0])
+            yield start, stop, self.backend.asarray(X[start:stop], self.dtype)
+
+    def forward(self, X):
+        """``a_L`` for host features ``X``: the network's outputs as a NumPy array."""
+        X = self.prepare(X)
+        return host.concat_rows([self.backend.to_numpy(self.forward_device(Xc)).copy()
+                                 for _, _, Xc in self._chunks(X)])
+
+    def activations(self, X):
+        """``[a_1, ..., a_L]`` for host features ``X`` (NumPy), e.g. for per-layer statistics."""
+        X = self.prepare(X)
+        per_layer = [[] for _ in self.layers]
+        for _, _, Xc in self._chunks(X):
+            self.forward_device(Xc)
+            for store, layer in zip(per_layer, self.layers):
+                store.append(self.backend.to_numpy(layer.a).copy())
+        return [host.concat_rows(chunks) for chunks in per_layer]
+
+    def predict_proba(self, X):
+        """Class probabilities (softmax or sigmoid outputs)."""
+        if self.output.name not in ("softmax", "sigmoid") or self.task == "regression":
+            raise ValueError(f"predict_proba needs a classifier with softmax or sigmoid "
+                             f"outputs, this network has output={self.output.name!r}, "
+                             f"loss={self.loss_fn.name!r}")
+        return self.forward(X)
+
+    def predict(self, X):
+        """Class indices (classification), 0/1 per output (binary), or values (regression)."""
+        out = self.forward(X)
+        if self.task == "classification":
+            return host.class_indices(out)
+        if self.task == "binary":
+            out = (out > 0.5).astype("int64")
+        return out[:, 0] if out.shape[1] == 1 else out
+
+    def score(self, X, y):
+        """Accuracy for classifiers, R^2 for regression."""
+        X = self.prepare(X)
+        Y = self.targets(y, X.shape[0])
+        outputs = host.concat_rows([self.backend.to_numpy(self.forward_device(Xc)).copy()
+                                    for _, _, Xc in self._chunks(X)])
+        return host.score(outputs, Y, self.task)
+
+    def loss(self, X, y, weight_decay=0.0):
+        """``J = mean_i L_i + (weight_decay/2) sum_l ||W_l||^2`` on host data."""
+        weight_decay = checks.check_number(weight_decay, "weight_decay", low=0)
+        X = self.prepare(X)
+        Y = self.targets(y, X.shape[0])
+        total = 0.0
+        for start, stop, Xc in self._chunks(X):
+            self.forward_device(Xc)
+            top = self.layers[-1]
+            Yc = self.backend.asarray(Y[start:stop], self.dtype)
+            total += self.backend.scalar(
+                self.backend.loss_sum(top.z, top.a, Yc, self.loss_fn.code))
+        return total / X.shape[0] + self.penalty(weight_decay)
+
+    def gradients(self, X, y, weight_decay=0.0):
+        """``[(dJ/dW_l, dJ/db_l), ...]`` of the full-batch cost on host data (NumPy)."""
+        weight_decay = checks.check_number(weight_decay, "weight_decay", low=0)
+        X = self.prepare(X)
+        Y = self.targets(y, X.shape[0])
+        Xd, Yd = self.backend.asarray(X, self.dtype), self.backend.asarray(Y, self.dtype)
+        loss_acc = self.backend.zeros((1,), self.dtype)
+        self.forward_device(Xd)
+        self.backward_device(Yd, 1.0 / X.shape[0], weight_decay, loss_acc)
+        return [(self.backend.to_numpy(dW).copy(), self.backend.to_numpy(db).copy())
+                for dW, db in self._param_views(self.grads)]
+
+    def fit(self, X, y, **options):
+        """Train by minibatch backpropagation; see :func:`fastbp.train.fit` for the options."""
+        from .train import fit
+
+        return fit(self, X, y, **options)
+
+    def save(self, path):
+        """Write the model (weights, config, standardiser) to ``path`` (.npz), atomically."""
+        from .io import save
+
+        save(self, path)
+
+    def copy(self, dtype=None, backend=None):
+        """A new network with the same configuration and weights (optionally another dtype or
+        backend)."""
+        config = dict(self.config, dtype=dtype or self.dtype)
+        twin = MLP(**config, backend=backend or self.backend)
+        twin.set_weights(self.get_weights())
+        twin.standardizer = self.standardizer
+        return twin
+
+    def __repr__(self):
+        acts = ",".join(a.name for a in self.hidden)
+        return (f"MLP({'-'.join(map(str, self.sizes))}, hidden={acts or '-'}, "
+                f"output={self.output.name}, loss={self.loss_fn.name}, "
+                f"backend={self.backend.name}, dtype={self.dtype})")
+
+
+def check_sizes(sizes):
+    """Layer sizes: a list of at least two positive integers."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a list of layer sizes like [64, 32, 10], got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
+    return [checks.check_number(s, f"sizes[{i}]", low=1, integer=True)
+            for i, s in enumerate(sizes)]
+
+
+def check_seed(seed):
+    """A seed is None or a non-negative integer."""
+    if seed is not None:
+        checks.check_number(seed, "seed", low=0, integer=True)

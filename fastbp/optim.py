@@ -1,0 +1,62 @@
+"""Optimizers: one in-place backend call per step over the flat parameter vector ``theta``.
+
+State (velocity, Adam moments) lives on the backend's device, flat like ``theta``.
+
+- sgd: ``theta -= lr * g``
+- momentum: ``v = mu v - lr g; theta += v``
+- adam: ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+  theta -= lr * m_hat / (sqrt(v_hat) + eps)``, ``m_hat = m / (1-b1^t)``, ``v_hat = v / (1-b2^t)``
+"""
+
+from __future__ import annotations
+
+OPTIMIZERS = ("sgd", "momentum", "adam")
+
+
+class SGD:
+    """Plain gradient descent."""
+
+    def __init__(self, backend, n_params, dtype, lr):
+        self.backend, self.lr = backend, lr
+
+    def step(self, params, grads):
+        self.backend.sgd_update(params, grads, self.lr)
+
+
+class Momentum(SGD):
+    """Classical (heavy-ball) momentum."""
+
+    def __init__(self, backend, n_params, dtype, lr, momentum=0.9):
+        super().__init__(backend, n_params, dtype, lr)
+        self.momentum = momentum
+        self.velocity = backend.zeros((n_params,), dtype)
+
+    def step(self, params, grads):
+        self.backend.momentum_update(params, grads, self.velocity, self.lr, self.momentum)
+
+
+class Adam(SGD):
+    """Adam with bias-corrected moments."""
+
+    def __init__(self, backend, n_params, dtype, lr, beta1=0.9, beta2=0.999, eps=1e-8):
+        super().__init__(backend, n_params, dtype, lr)
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.m = backend.zeros((n_params,), dtype)
+        self.v = backend.zeros((n_params,), dtype)
+        self.t = 0
+
+    def step(self, params, grads):
+        self.t += 1
+        self.backend.adam_update(params, grads, self.m, self.v, self.lr, self.beta1,
+                                 self.beta2, self.eps, self.t)
+
+
+def make_optimizer(name, backend, n_params, dtype, lr, momentum):
+    """The optimizer ``name`` ('sgd', 'momentum' or 'adam') with its state on ``backend``."""
+    if name == "sgd":
+        return SGD(backend, n_params, dtype, lr)
+    if name == "momentum":
+        return Momentum(backend, n_params, dtype, lr, momentum)
+    if name == "adam":
+        return Adam(backend, n_params, dtype, lr)
+    raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")

@@ -1,0 +1,270 @@
+"""The fit loop: minibatches, shuffling, optimizers, weight decay, dropout, early stopping.
+
+An epoch is one pass over the training set in batches of ``batch_size`` (``None``: the whole
+set, batch gradient descent; ``1``: stochastic). Each step runs on the backend:
+forward, ``delta_L``, the delta recursion and gradients, one optimizer call. The epoch's loss
+accumulates on the device and is read once at the end of the epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from tqdm.auto import tqdm
+
+from . import checks, host
+from .optim import OPTIMIZERS, make_optimizer
+
+
+@dataclass
+class History:
+    """What happened, one entry per finished epoch."""
+
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_score: list = field(default_factory=list)  # accuracy, or R^2 for regression
+    seconds: list = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def val_accuracy(self) -> list:
+        """The validation accuracy per epoch (R^2 for a regression network)."""
+        return self.val_score
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def __len__(self):
+        return len(self.epoch)
+
+
+@dataclass
+class FitOptions:
+    """The validated options of :func:`fit`."""
+
+    epochs: int
+    batch_size: int | None
+    lr: float
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    dropout: float
+    validation_split: float
+    early_stopping: int | None
+    shuffle: bool
+    verbose: int
+    callbacks: list
+
+
+def check_options(epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
+                  weight_decay=0.0, dropout=0.0, validation_data=None, validation_split=0.0,
+                  early_stopping=None, shuffle=True, verbose=1, callbacks=None) -> FitOptions:
+    """Validate every option of :func:`fit` (``validation_data`` is checked with the data)."""
+    number = checks.check_number
+    callbacks = list(callbacks or [])
+    for cb in callbacks:
+        if not callable(cb):
+            raise TypeError(f"callbacks must be callables f(epoch, logs), got {cb!r}")
+    options = FitOptions(
+        epochs=number(epochs, "epochs", low=1, integer=True),
+        batch_size=number(batch_size, "batch_size", low=1, integer=True, allow_none=True),
+        lr=number(lr, "lr", low=0, low_open=True),
+        optimizer=checks.check_choice(optimizer, "optimizer", OPTIMIZERS),
+        momentum=number(momentum, "momentum", low=0, high=1, high_open=True),
+        weight_decay=number(weight_decay, "weight_decay", low=0),
+        dropout=number(dropout, "dropout", low=0, high=1, high_open=True),
+        validation_split=number(validation_split, "validation_split", low=0, high=1,
+                                high_open=True),
+        early_stopping=number(early_stopping, "early_stopping", low=1, integer=True,
+                              allow_none=True),
+        shuffle=bool(shuffle),
+        verbose=number(verbose, "verbose", low=0, high=2, integer=True),
+        callbacks=callbacks)
+    if validation_data is not None and options.validation_split:
+        raise ValueError("give validation_data or validation_split, not both")
+    has_validation = validation_data is not None or options.validation_split > 0
+    if options.early_stopping and not has_validation:
+        raise ValueError("early_stopping needs validation_data or validation_split > 0")
+    return options
+
+
+def fit(net, X, y, validation_data=None, **options) -> History:
+    """Train ``net`` on ``(X, y)``; returns the :class:`History`.
+
+    Options (all validated before the model is touched): ``epochs=10``, ``batch_size=32``
+    (``None`` for full batch), ``lr=0.01``, ``optimizer='sgd'|'momentum'|'adam'``,
+    ``momentum=0.9``, ``weight_decay=0.0`` (L2, biases excluded), ``dropout=0.0`` (inverted
+    dropout on hidden units), ``validation_data=(X_val, y_val)`` or ``validation_split``
+    (a seeded random fraction held out), ``early_stopping=None`` (patience in epochs on the
+    validation loss; the best weights are restored), ``shuffle=True``, ``verbose=1`` (0 silent,
+    1 progress bar and a line per epoch, 2 lines only), ``callbacks`` (``f(epoch, logs)``;
+    returning True stops training).
+
+    If the loss becomes NaN or inf, the weights of the last finite epoch are restored and a
+    FloatingPointError says so.
+    """
+    opts = check_options(validation_data=validation_data, **options)
+    X, Y, val = split_data(net, X, y, validation_data, opts.validation_split)
+    if net.config["standardize"] and net.standardizer is None:
+        from .data import Standardizer
+
+        net.standardizer = Standardizer().fit(X)
+    if net.standardizer is not None:
+        X = net.standardizer.transform(X)
+        val = val and (net.standardizer.transform(val[0]), val[1])
+    return Trainer(net, opts, X, Y, val).run()
+
+
+def split_data(net, X, y, validation_data, validation_split):
+    """Validated host ``X``, ``Y`` (target matrix) and ``(X_val, Y_val)`` or None."""
+    X = checks.check_features(X, net.sizes[0], "X")
+    Y = net.targets(y, X.shape[0], "y")
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (X_val, y_val)")
+        X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val")
+        return X, Y, (X_val, net.targets(validation_data[1], X_val.shape[0], "y_val"))
+    if not validation_split:
+        return X, Y, None
+    n_val = int(round(validation_split * X.shape[0]))
+    if n_val < 1 or n_val >= X.shape[0]:
+        raise ValueError(f"validation_split={validation_split} leaves {n_val} validation and "
+                         f"{X.shape[0] - n_val} training samples of {X.shape[0]}; both need one")
+    order = net.rng.permutation(X.shape[0])
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return X[train_idx], Y[train_idx], (X[val_idx], Y[val_idx])
+
+
+class Trainer:
+    """One call of :func:`fit`: device data, buffers, optimizer and the epoch loop."""
+
+    def __init__(self, net, opts: FitOptions, X, Y, val):
+        self.net, self.opts = net, opts
+        self.backend = be = net.backend
+        self.n = X.shape[0]
+        self.batch_size = min(opts.batch_size or self.n, self.n)
+        self.X, self.Y = be.asarray(X, net.dtype), be.asarray(Y, net.dtype)
+        self.val = val
+        self.optimizer = make_optimizer(opts.optimizer, be, net.n_params, net.dtype, opts.lr,
+                                        opts.momentum)
+        self.loss_acc = be.zeros((1,), net.dtype)
+        self.last_good = be.empty((net.n_params,), net.dtype)
+        self.best = None
+        self.batches: dict[int, tuple] = {}
+        self.history = History()
+
+    def run(self) -> History:
+        opts, net = self.opts, self.net
+        net.set_dropout(opts.dropout)
+        steps = -(-self.n // self.batch_size)
+        bar = tqdm(total=opts.epochs * steps, unit="step", disable=opts.verbose != 1,
+                   leave=False, dynamic_ncols=True)
+        try:
+            for epoch in range(1, opts.epochs + 1):
+                logs = self.run_epoch(epoch, bar)
+                if opts.verbose:
+                    bar.write(format_logs(epoch, opts.epochs, logs, net.task))
+                if self.should_stop(epoch, logs):
+                    break
+        finally:
+            bar.close()
+            net.set_dropout(0.0)
+        if self.best is not None:
+            self.backend.copy(self.best, net.params)
+        return self.history
+
+    def run_epoch(self, epoch, bar) -> dict:
+        """One pass over the training set; returns the epoch's logs."""
+        be, net, opts = self.backend, self.net, self.opts
+        start = time.perf_counter()
+        be.copy(net.params, self.last_good)
+        be.copy(be.zeros((1,), net.dtype), self.loss_acc)
+        order = be.asindex(net.rng.permutation(self.n)) if opts.shuffle else None
+        for lo in range(0, self.n, self.batch_size):
+            hi = min(lo + self.batch_size, self.n)
+            Xb, Yb = self.batch(order, lo, hi)
+            net.forward_device(Xb, training=True)
+            net.backward_device(Yb, 1.0 / (hi - lo), opts.weight_decay, self.loss_acc)
+            self.optimizer.step(net.params, net.grads)
+            bar.update(1)
+        train_loss = be.scalar(self.loss_acc) / self.n + net.penalty(opts.weight_decay)
+        if train_loss != train_loss or abs(train_loss) == float("inf"):
+            be.copy(self.last_good, net.params)
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch}: the loss became {train_loss}; the weights "
+                f"of the last finite epoch were restored. Try a smaller lr (now {opts.lr}).")
+        logs = {"loss": train_loss, **self.validate()}
+        logs["seconds"] = time.perf_counter() - start
+        self.record(epoch, logs)
+        return logs
+
+    def batch(self, order, lo, hi):
+        """Rows ``lo:hi`` of the (shuffled) training set on the device."""
+        if order is None:
+            return self.X[lo:hi], self.Y[lo:hi]
+        n = hi - lo
+        if n not in self.batches:
+            be, net = self.backend, self.net
+            self.batches[n] = (be.empty((n, self.X.shape[1]), net.dtype),
+                               be.empty((n, self.Y.shape[1]), net.dtype))
+        Xb, Yb = self.batches[n]
+        index = order[lo:hi]
+        self.backend.take_rows(self.X, index, Xb)
+        self.backend.take_rows(self.Y, index, Yb)
+        return Xb, Yb
+
+    def validate(self) -> dict:
+        """Validation loss and score (accuracy, or R^2 for regression), if there is a set."""
+        if not self.val:
+            return {}
+        net = self.net
+        X_val, Y_val = self.val
+        outputs, total = [], 0.0
+        for start, stop, Xc in net._chunks(X_val):
+            net.forward_device(Xc)
+            top = net.layers[-1]
+            Yc = self.backend.asarray(Y_val[start:stop], net.dtype)
+            total += self.backend.scalar(self.backend.loss_sum(top.z, top.a, Yc,
+                                                               net.loss_fn.code))
+            outputs.append(self.backend.to_numpy(top.a).copy())
+        val_loss = total / X_val.shape[0] + net.penalty(self.opts.weight_decay)
+        return {"val_loss": val_loss,
+                "val_score": host.score(host.concat_rows(outputs), Y_val, net.task)}
+
+    def record(self, epoch, logs):
+        h = self.history
+        h.epoch.append(epoch)
+        h.train_loss.append(logs["loss"])
+        h.val_loss.append(logs.get("val_loss"))
+        h.val_score.append(logs.get("val_score"))
+        h.seconds.append(logs["seconds"])
+
+    def should_stop(self, epoch, logs) -> bool:
+        """Early stopping on the validation loss (keeping the best weights), or a callback."""
+        stop = any(bool(cb(epoch, logs)) for cb in self.opts.callbacks)
+        patience = self.opts.early_stopping
+        if not patience:
+            return stop
+        h = self.history
+        if h.best_epoch is None or logs["val_loss"] < h.val_loss[h.best_epoch - 1]:
+            h.best_epoch = epoch
+            if self.best is None:
+                self.best = self.backend.empty((self.net.n_params,), self.net.dtype)
+            self.backend.copy(self.net.params, self.best)
+        elif epoch - h.best_epoch >= patience:
+            h.stopped_early = True
+            return True
+        return stop
+
+
+def format_logs(epoch, epochs, logs, task) -> str:
+    """``epoch  3/20  loss 0.1234  val_loss 0.2345  val_acc 0.9700  0.12s``"""
+    parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}", f"loss {logs['loss']:.4f}"]
+    if "val_loss" in logs:
+        score = "val_r2" if task == "regression" else "val_acc"
+        parts += [f"val_loss {logs['val_loss']:.4f}", f"{score} {logs['val_score']:.4f}"]
+    parts.append(f"{logs['seconds']:.2f}s")
+    return "  ".join(parts)
