@@ -24,7 +24,7 @@ class NumpyBackend(KernelBackend):
         return np.asarray(index, dtype=np.intp)
 
     def dropout_mask(self, rng, p, out):
-        rng.random(out=out)
+        rng.random(out=out, dtype=out.dtype)
         np.greater_equal(out, p, out=out)
         out *= 1.0 / (1.0 - p)
         return out

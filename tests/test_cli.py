@@ -1,0 +1,100 @@
+"""The command line: train, predict, info; help texts; one-line errors."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from fastbp.cli import main
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "fastbp", *args], capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_train_digits_prints_backend_epochs_and_test_accuracy(tmp_path):
+    model = tmp_path / "model.npz"
+    result = run_cli("train", "--epochs", "3", "--save", str(model))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout + result.stderr
+    assert "backend: " in out and "auto picked" in out
+    assert "epoch 3/3" in out and "val_acc" in out
+    accuracy = float(out.split("test accuracy: ")[1].split()[0])
+    assert accuracy > 0.9
+    assert model.exists()
+
+
+def test_predict_writes_one_prediction_per_row(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["train", "iris", "--epochs", "60", "--quiet", "--save", str(model)]) == 0
+    from sklearn.datasets import load_iris
+
+    iris = load_iris()
+    csv = tmp_path / "iris.csv"
+    np.savetxt(csv, np.c_[iris.data, iris.target], delimiter=",", header="a,b,c,d,label",
+               comments="")
+    preds = tmp_path / "preds.csv"
+    assert main(["predict", str(model), str(csv), "--target", "label", "-o", str(preds)]) == 0
+    values = np.loadtxt(preds, dtype=int)
+    assert values.shape == (150,) and set(values) <= {0, 1, 2}
+    assert (values == iris.target).mean() > 0.8
+    assert "accuracy" in capsys.readouterr().err
+    assert main(["predict", str(model), str(csv), "--target", "label", "--proba",
+                 "-o", str(preds)]) == 0
+    np.testing.assert_allclose(np.loadtxt(preds, delimiter=",").sum(axis=1), 1, rtol=1e-4)
+
+
+def test_train_from_csv_and_npz(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 3))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    np.savetxt(tmp_path / "d.csv", np.c_[y, X], delimiter=",", header="label,x1,x2,x3",
+               comments="")
+    assert main(["train", str(tmp_path / "d.npz"), "--epochs", "5", "--quiet"]) == 0
+    assert main(["train", str(tmp_path / "d.csv"), "--target", "label", "--epochs", "5",
+                 "--quiet"]) == 0
+    assert capsys.readouterr().out.count("test accuracy") == 2
+
+
+def test_info_lists_every_backend_and_blas(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    for name in ("numpy", "numba", "cupy", "cupy-sim", "auto ->"):
+        assert name in out
+    assert "threads" in out
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["predict"], ["info"]])
+def test_help_is_complete(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert "usage:" in out
+    if command == ["train"]:
+        for flag in ("--hidden", "--activation", "--output", "--loss", "--init", "--epochs",
+                     "--batch-size", "--lr", "--optimizer", "--momentum", "--weight-decay",
+                     "--dropout", "--validation-split", "--early-stopping", "--no-shuffle",
+                     "--backend", "--seed", "--save", "--dtype", "--target"):
+            assert flag in out, flag
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "--epochs", "x"],
+    ["train", "--lr", "-1"],
+    ["train", "--hidden", "a,b"],
+    ["train", "--optimizer", "lbfgs2"],
+    ["train", "no-such-set"],
+    ["train", "--backend", "tpu"],
+    ["train", "--loss", "binary_cross_entropy"],
+    ["train", "missing.csv"],
+    ["predict", "missing.npz", "x.csv"],
+    ["frobnicate"],
+])
+def test_bad_flags_are_one_line_errors(args, capsys):
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "error" in err and "Traceback" not in err

@@ -1,0 +1,168 @@
+"""Real training: XOR, digits, regression; symmetry, dropout, early stopping, divergence."""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.data import load, train_test_split
+
+from backends import usable_backends
+
+CPU_BACKENDS = [b for b in usable_backends() if b in ("numpy", "numba")]
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_xor_learned_by_2_2_1_sigmoid_net(backend):
+    xor = load("xor")
+    net = fastbp.MLP([2, 2, 1], activation="sigmoid", output="sigmoid",
+                     loss="binary_cross_entropy", init="normal", init_scale=1.0, seed=1,
+                     backend=backend, dtype="float64")
+    net.fit(xor.X, xor.y, epochs=3000, batch_size=None, lr=2.0, optimizer="momentum",
+            verbose=0)
+    assert net.predict(xor.X).tolist() == [0, 1, 1, 0]
+    assert net.loss(xor.X, xor.y) < 0.05
+
+
+def test_zero_init_keeps_hidden_units_identical():
+    """The symmetry problem: with all-zero weights every hidden unit gets the same update."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    net = fastbp.MLP([3, 5, 2], activation="tanh", init="zeros", backend="numpy",
+                     dtype="float64", seed=0)
+    net.set_weights([(W, b + 0.1) for W, b in net.get_weights()])  # equal, not zero
+    net.fit(X, y, epochs=5, batch_size=8, lr=0.5, verbose=0)
+    (W1, b1), (W2, _) = net.get_weights()
+    assert np.abs(W1).max() > 1e-3  # the weights did move ...
+    assert np.ptp(W1, axis=1).max() < 1e-12 and np.ptp(b1) < 1e-12  # ... all hidden units alike
+    assert np.ptp(W2, axis=0).max() < 1e-12  # each output sees identical hidden units
+
+
+def test_random_init_breaks_symmetry():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    net = fastbp.MLP([3, 5, 2], activation="tanh", init="xavier", backend="numpy", seed=0)
+    net.fit(X, y, epochs=2, verbose=0)
+    assert np.ptp(net.get_weights()[0][0], axis=1).max() > 1e-3
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_regression_with_relu_and_mse(backend):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(-2, 2, size=(512, 2))
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] ** 2
+    net = fastbp.MLP([2, 32, 32, 1], activation="relu", output="identity", loss="mse",
+                     seed=0, backend=backend)
+    net.fit(X, y, epochs=150, batch_size=32, lr=0.01, optimizer="adam", verbose=0)
+    assert net.score(X, y) > 0.95
+    assert net.predict(X).shape == (512,)
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_digits_test_accuracy_at_least_097(backend):
+    ds = load("digits")
+    X_train, X_test, y_train, y_test = train_test_split(ds.X, ds.y, 0.2, seed=0)
+    net = fastbp.MLP([64, 256, 10], seed=0, standardize=True, backend=backend)
+    history = net.fit(X_train, y_train, epochs=30, batch_size=32, lr=0.005, optimizer="adam",
+                      weight_decay=1e-4, validation_split=0.1, verbose=0)
+    assert net.score(X_test, y_test) >= 0.97
+    assert history.train_loss[-1] < history.train_loss[0] / 5
+    assert len(history.val_accuracy) == 30 and history.val_accuracy[-1] > 0.95
+
+
+def test_same_seed_same_model():
+    ds = load("iris")
+    nets = [fastbp.MLP([4, 8, 3], seed=7, backend="numpy") for _ in range(2)]
+    for net in nets:
+        net.fit(ds.X, ds.y, epochs=3, dropout=0.2, verbose=0)
+    for (W1, b1), (W2, b2) in zip(nets[0].get_weights(), nets[1].get_weights()):
+        np.testing.assert_array_equal(W1, W2)
+        np.testing.assert_array_equal(b1, b2)
+
+
+class TestDropout:
+    def setup_method(self):
+        self.net = fastbp.MLP([6, 50, 3], activation="relu", seed=3, backend="numpy",
+                              dtype="float64")
+        self.X = np.random.default_rng(0).normal(size=(200, 6))
+
+    def test_mask_drops_about_p_and_scales_kept_units(self):
+        layer = self.net.layers[0]
+        layer.dropout = 0.3
+        Xd = self.net.backend.asarray(self.X, "float64")
+        out = layer.forward(Xd, training=True, rng=self.net.rng)
+        mask = layer.mask
+        assert set(np.unique(mask)) <= {0.0, 1 / 0.7}
+        assert abs((mask == 0).mean() - 0.3) < 0.03
+        np.testing.assert_allclose(out, layer.a * mask)
+
+    def test_same_mask_in_backward(self):
+        """Gradients through dropped units vanish: the forward mask is reused."""
+        layer, top = self.net.layers
+        layer.dropout = 0.5
+        Xd = self.net.backend.asarray(self.X, "float64")
+        self.net.forward_device(Xd, training=True)
+        Y = np.eye(3)[np.random.default_rng(1).integers(0, 3, 200)]
+        loss_acc = np.zeros(1)
+        self.net.backward_device(Y, 1 / 200, 0.0, loss_acc)
+        dropped = layer.mask == 0
+        assert dropped.any()
+        assert np.all(layer.delta[dropped] == 0)
+
+    def test_no_dropout_at_prediction(self):
+        self.net.fit(self.X, np.zeros(200, dtype=int), epochs=1, dropout=0.5, verbose=0)
+        first, second = self.net.forward(self.X), self.net.forward(self.X)
+        np.testing.assert_array_equal(first, second)
+        assert all(layer.dropout == 0 for layer in self.net.layers)
+
+
+def test_early_stopping_restores_the_best_weights():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(60, 10))
+    y = rng.integers(0, 2, 60)  # pure noise: validation loss turns up quickly
+    X_val, y_val = rng.normal(size=(60, 10)), rng.integers(0, 2, 60)
+    net = fastbp.MLP([10, 64, 2], seed=0, backend="numpy", dtype="float64")
+    snapshots = []
+    history = net.fit(X, y, epochs=200, batch_size=10, lr=0.05, optimizer="adam",
+                      validation_data=(X_val, y_val), early_stopping=3, verbose=0,
+                      callbacks=[lambda epoch, logs: snapshots.append(net.get_weights())])
+    assert history.stopped_early and len(history) < 200
+    assert len(history) - history.best_epoch == 3
+    best = snapshots[history.best_epoch - 1]
+    for (W, b), (Wb, bb) in zip(net.get_weights(), best):
+        np.testing.assert_array_equal(W, Wb)
+    assert net.loss(X_val, y_val) == pytest.approx(min(history.val_loss), rel=1e-9)
+
+
+def test_callback_can_stop_training():
+    ds = load("xor")
+    net = fastbp.MLP([2, 4, 2], seed=0, backend="numpy")
+    history = net.fit(ds.X, ds.y, epochs=50, verbose=0, callbacks=[lambda e, logs: e == 4])
+    assert len(history) == 4
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_raises_and_keeps_last_finite_weights():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(64, 3)) * 100
+    y = rng.normal(size=64) * 1e3
+    net = fastbp.MLP([3, 16, 1], output="identity", loss="mse", seed=0, backend="numpy")
+    with pytest.raises(FloatingPointError, match="diverged"):
+        net.fit(X, y, epochs=50, lr=10.0, batch_size=8, verbose=0)
+    assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.get_weights())
+
+
+def test_full_batch_and_stochastic_batches():
+    ds = load("iris")
+    for batch_size in (None, 1):
+        net = fastbp.MLP([4, 8, 3], seed=0, backend="numpy", standardize=True)
+        history = net.fit(ds.X[:30], ds.y[:30], epochs=2, batch_size=batch_size, verbose=0)
+        assert len(history) == 2
+
+
+def test_progress_bar_and_epoch_lines(capsys):
+    ds = load("xor")
+    net = fastbp.MLP([2, 4, 2], seed=0, backend="numpy")
+    net.fit(ds.X, ds.y, epochs=2, validation_data=(ds.X, ds.y), verbose=1)
+    err = capsys.readouterr()
+    text = err.out + err.err
+    assert "epoch 1/2" in text and "val_acc" in text and "step" in text
