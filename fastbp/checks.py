@@ -27,7 +27,8 @@ def check_features(X, n_features: int, name: str = "X") -> np.ndarray:
 
 
 def as_float_array(x, name: str) -> np.ndarray:
-    """A float64 copy-if-needed of array-like ``x``; a clear TypeError for non-numeric data."""
+    """Array-like ``x`` as a float32/float64 array (others become float64); a clear TypeError
+    for non-numeric data."""
     try:
         arr = np.asarray(x)
     except Exception as exc:  # ragged lists and the like
@@ -35,7 +36,9 @@ def as_float_array(x, name: str) -> np.ndarray:
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
                                    or arr.dtype == np.bool_):
         raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    return arr.astype(np.float64, copy=False)
+    if arr.dtype in (np.float32, np.float64):
+        return arr  # no copy: the backend casts once, to the model's dtype
+    return arr.astype(np.float64)
 
 
 def check_finite(arr: np.ndarray, name: str):

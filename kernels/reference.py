@@ -106,7 +106,7 @@ def act_backward(delta, z, a, act, alpha, mask=None):
     if mask is not None:
         delta *= mask
     if act == RELU:
-        np.copyto(delta, 0, where=z <= 0)
+        np.multiply(delta, z > 0, out=delta)
     elif act != IDENTITY:
         delta *= activation_derivative(z, a, act, alpha)
     return delta
