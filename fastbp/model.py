@@ -149,11 +149,14 @@ class MLP:
         self.backend.copy(self.backend.asarray(theta, self.dtype), self.params)
 
     # -- device-level passes (used by fit) ---------------------------------------------------
-    def forward_device(self, X, training=False):
-        """Forward pass on device data; returns ``a_L`` (a buffer reused by the next call)."""
+    def forward_device(self, X, training=False, rng=None):
+        """Forward pass on device data; returns ``a_L`` (a buffer reused by the next call).
+
+        Dropout masks come from ``rng`` (default: the model's generator).
+        """
         a = X
         for layer in self.layers:
-            a = layer.forward(a, training, self.rng)
+            a = layer.forward(a, training, rng or self.rng)
         return a
 
     def backward_device(self, Y, scale, weight_decay, loss_acc):
