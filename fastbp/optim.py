@@ -16,15 +16,35 @@ OPTIMIZERS = ("sgd", "momentum", "adam")
 class SGD:
     """Plain gradient descent."""
 
+    #: names of the flat device state vectors (saved in checkpoints)
+    state_arrays = ()
+    #: names of the scalar state (saved in checkpoints)
+    state_scalars = ()
+
     def __init__(self, backend, n_params, dtype, lr):
         self.backend, self.lr = backend, lr
 
     def step(self, params, grads):
         self.backend.sgd_update(params, grads, self.lr)
 
+    def state(self) -> tuple[dict, dict]:
+        """``(device arrays, scalars)`` that determine the next steps."""
+        return ({name: getattr(self, name) for name in self.state_arrays},
+                {name: getattr(self, name) for name in self.state_scalars})
+
+    def load_state(self, arrays: dict, scalars: dict):
+        """Restore what :meth:`state` returned (arrays as host data)."""
+        for name in self.state_arrays:
+            self.backend.copy(self.backend.asarray(arrays[name], getattr(self, name).dtype),
+                              getattr(self, name))
+        for name in self.state_scalars:
+            setattr(self, name, scalars[name])
+
 
 class Momentum(SGD):
     """Classical (heavy-ball) momentum."""
+
+    state_arrays = ("velocity",)
 
     def __init__(self, backend, n_params, dtype, lr, momentum=0.9):
         super().__init__(backend, n_params, dtype, lr)
@@ -37,6 +57,9 @@ class Momentum(SGD):
 
 class Adam(SGD):
     """Adam with bias-corrected moments."""
+
+    state_arrays = ("m", "v")
+    state_scalars = ("t",)
 
     def __init__(self, backend, n_params, dtype, lr, beta1=0.9, beta2=0.999, eps=1e-8):
         super().__init__(backend, n_params, dtype, lr)

@@ -8,12 +8,17 @@ accumulates on the device and is read once at the end of the epoch.
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
 from . import checks, host
+from .checkpoint import Position, deferred_signals
+from .checkpoint import load as checkpoint_load
+from .checkpoint import save as checkpoint_save
+from .distributed import make_communicator, rank_slice
 from .optim import OPTIMIZERS, make_optimizer
 
 
@@ -91,7 +96,8 @@ def check_options(epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0
     return options
 
 
-def fit(net, X, y, validation_data=None, **options) -> History:
+def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distributed=None,
+        **options) -> History:
     """Train ``net`` on ``(X, y)``; returns the :class:`History`.
 
     Options (all validated before the model is touched): ``epochs=10``, ``batch_size=32``
@@ -103,10 +109,20 @@ def fit(net, X, y, validation_data=None, **options) -> History:
     1 progress bar and a line per epoch, 2 lines only), ``callbacks`` (``f(epoch, logs)``;
     returning True stops training).
 
+    ``checkpoint="run.ckpt"`` writes a checkpoint atomically after every epoch and, on Ctrl-C
+    or SIGTERM, after the step in flight; ``resume=True`` continues from it (a missing file
+    starts afresh). ``distributed="auto"|"mpi"|"nccl"`` trains data-parallel across the ranks
+    of ``mpiexec`` (see :mod:`fastbp.distributed`); ``batch_size`` is then the global batch.
+
     If the loss becomes NaN or inf, the weights of the last finite epoch are restored and a
     FloatingPointError says so.
     """
     opts = check_options(validation_data=validation_data, **options)
+    check_checkpoint(checkpoint, resume)
+    comm = make_communicator(distributed, net.backend)
+    if comm is not None:
+        start_identically(net, comm)
+        opts.verbose = opts.verbose if comm.rank == 0 else 0
     X, Y, val = split_data(net, X, y, validation_data, opts.validation_split)
     if net.config["standardize"] and net.standardizer is None:
         from .data import Standardizer
@@ -115,7 +131,23 @@ def fit(net, X, y, validation_data=None, **options) -> History:
     if net.standardizer is not None:
         X = net.standardizer.transform(X)
         val = val and (net.standardizer.transform(val[0]), val[1])
-    return Trainer(net, opts, X, Y, val).run()
+    trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
+               else Trainer(net, opts, X, Y, val))
+    return trainer.run(checkpoint, resume)
+
+
+def check_checkpoint(checkpoint, resume):
+    """A checkpoint is a path; ``resume`` needs one."""
+    if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(f"checkpoint must be a file path, got {type(checkpoint).__name__}")
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint='path' to resume from")
+
+
+def start_identically(net, comm):
+    """Every rank starts from rank 0's weights and random state (shuffles, splits)."""
+    comm.broadcast(net.params)
+    net.rng.bit_generator.state = comm.broadcast_object(net.rng.bit_generator.state)
 
 
 def split_data(net, X, y, validation_data, validation_split):
@@ -146,7 +178,7 @@ class Trainer:
         self.backend = be = net.backend
         self.n = X.shape[0]
         self.batch_size = min(opts.batch_size or self.n, self.n)
-        self.X, self.Y = be.asarray(X, net.dtype), be.asarray(Y, net.dtype)
+        self.X, self.Y = self.place_data(X, Y)
         self.val = val
         self.optimizer = make_optimizer(opts.optimizer, be, net.n_params, net.dtype, opts.lr,
                                         opts.momentum)
@@ -156,19 +188,25 @@ class Trainer:
         self.batches: dict[int, tuple] = {}
         self.history = History()
 
-    def run(self) -> History:
+    def place_data(self, X, Y):
+        """The training set on the device, where every batch is gathered from."""
+        return self.backend.asarray(X, self.net.dtype), self.backend.asarray(Y, self.net.dtype)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.n // self.batch_size)
+
+    def run(self, checkpoint=None, resume=False) -> History:
         opts, net = self.opts, self.net
+        position = checkpoint_load(checkpoint, self) if resume else Position(0)
         net.set_dropout(opts.dropout)
-        steps = -(-self.n // self.batch_size)
-        bar = tqdm(total=opts.epochs * steps, unit="step", disable=opts.verbose != 1,
-                   leave=False, dynamic_ncols=True)
+        bar = tqdm(total=opts.epochs * self.steps_per_epoch, unit="step", leave=False,
+                   initial=position.epoch * self.steps_per_epoch
+                   + position.next_row // self.batch_size,
+                   disable=opts.verbose != 1, dynamic_ncols=True)
         try:
-            for epoch in range(1, opts.epochs + 1):
-                logs = self.run_epoch(epoch, bar)
-                if opts.verbose:
-                    bar.write(format_logs(epoch, opts.epochs, logs, net.task))
-                if self.should_stop(epoch, logs):
-                    break
+            with deferred_signals(checkpoint is not None) as stop:
+                self.epochs(position, bar, stop, checkpoint)
         finally:
             bar.close()
             net.set_dropout(0.0)
@@ -176,21 +214,46 @@ class Trainer:
             self.backend.copy(self.best, net.params)
         return self.history
 
-    def run_epoch(self, epoch, bar) -> dict:
-        """One pass over the training set; returns the epoch's logs."""
+    def epochs(self, position, bar, stop, checkpoint):
+        """Run the epochs after ``position``, checkpointing at the end of each."""
+        opts = self.opts
+        for epoch in range(position.epoch + 1, opts.epochs + 1):
+            logs = self.run_epoch(epoch, bar, stop, checkpoint, position)
+            position = Position(epoch)
+            if opts.verbose:
+                bar.write(format_logs(epoch, opts.epochs, logs, self.net.task))
+            done = self.should_stop(epoch, logs)
+            if checkpoint is not None and self.is_writer:
+                checkpoint_save(checkpoint, self, position)
+            if done:
+                break
+
+    @property
+    def is_writer(self) -> bool:
+        """Whether this process writes checkpoints (rank 0 only)."""
+        return True
+
+    def run_epoch(self, epoch, bar, stop, checkpoint, position) -> dict:
+        """One pass over the training set (or its rest, when resuming mid-epoch)."""
         be, net, opts = self.backend, self.net, self.opts
         start = time.perf_counter()
         be.copy(net.params, self.last_good)
-        be.copy(be.zeros((1,), net.dtype), self.loss_acc)
-        order = be.asindex(net.rng.permutation(self.n)) if opts.shuffle else None
-        for lo in range(0, self.n, self.batch_size):
+        self.set_loss_so_far(position.loss_so_far)
+        if position.mid_epoch:
+            order = position.order
+        else:
+            order = net.rng.permutation(self.n) if opts.shuffle else None
+        device_order = self.index(order)
+        for lo in range(position.next_row, self.n, self.batch_size):
             hi = min(lo + self.batch_size, self.n)
-            Xb, Yb = self.batch(order, lo, hi)
-            net.forward_device(Xb, training=True)
-            net.backward_device(Yb, 1.0 / (hi - lo), opts.weight_decay, self.loss_acc)
-            self.optimizer.step(net.params, net.grads)
+            self.step(device_order, lo, hi)
             bar.update(1)
-        train_loss = be.scalar(self.loss_acc) / self.n + net.penalty(opts.weight_decay)
+            if checkpoint is not None and self.stop_requested(stop):
+                position = Position(epoch - 1, hi, order, self.loss_so_far())
+                if self.is_writer:
+                    checkpoint_save(checkpoint, self, position)
+                stop.raise_it()
+        train_loss = self.epoch_loss()
         if train_loss != train_loss or abs(train_loss) == float("inf"):
             be.copy(self.last_good, net.params)
             raise FloatingPointError(
@@ -200,6 +263,33 @@ class Trainer:
         logs["seconds"] = time.perf_counter() - start
         self.record(epoch, logs)
         return logs
+
+    def index(self, order):
+        """The shuffle order where :meth:`batch` reads it (on the device)."""
+        return None if order is None else self.backend.asindex(order)
+
+    def stop_requested(self, stop) -> bool:
+        return stop.signum is not None
+
+    def loss_so_far(self) -> float:
+        """The loss summed over this epoch's rows so far (a device read)."""
+        return self.backend.scalar(self.loss_acc)
+
+    def set_loss_so_far(self, value):
+        """Start the epoch's loss sum at ``value`` (0, or a mid-epoch checkpoint's sum)."""
+        self.backend.copy(self.backend.asarray([value], self.net.dtype), self.loss_acc)
+
+    def step(self, order, lo, hi):
+        """One minibatch: forward, backward, update."""
+        net = self.net
+        Xb, Yb = self.batch(order, lo, hi)
+        net.forward_device(Xb, training=True)
+        net.backward_device(Yb, 1.0 / (hi - lo), self.opts.weight_decay, self.loss_acc)
+        self.optimizer.step(net.params, net.grads)
+
+    def epoch_loss(self) -> float:
+        """``mean_i L_i`` over the epoch plus the weight-decay penalty (one device read)."""
+        return self.loss_so_far() / self.n + self.net.penalty(self.opts.weight_decay)
 
     def batch(self, order, lo, hi):
         """Rows ``lo:hi`` of the (shuffled) training set on the device."""
@@ -220,19 +310,22 @@ class Trainer:
         """Validation loss and score (accuracy, or R^2 for regression), if there is a set."""
         if not self.val:
             return {}
-        net = self.net
         X_val, Y_val = self.val
+        loss_sum, outputs = self.evaluate(X_val, Y_val)
+        val_loss = loss_sum / X_val.shape[0] + self.net.penalty(self.opts.weight_decay)
+        return {"val_loss": val_loss, "val_score": host.score(outputs, Y_val, self.net.task)}
+
+    def evaluate(self, X, Y):
+        """``(sum_i L_i, outputs)`` of the network on host data, chunk by chunk."""
+        net, be = self.net, self.backend
         outputs, total = [], 0.0
-        for start, stop, Xc in net._chunks(X_val):
+        for start, stop, Xc in net._chunks(X):
             net.forward_device(Xc)
             top = net.layers[-1]
-            Yc = self.backend.asarray(Y_val[start:stop], net.dtype)
-            total += self.backend.scalar(self.backend.loss_sum(top.z, top.a, Yc,
-                                                               net.loss_fn.code))
-            outputs.append(self.backend.to_numpy(top.a).copy())
-        val_loss = total / X_val.shape[0] + net.penalty(self.opts.weight_decay)
-        return {"val_loss": val_loss,
-                "val_score": host.score(host.concat_rows(outputs), Y_val, net.task)}
+            Yc = be.asarray(Y[start:stop], net.dtype)
+            total += be.scalar(be.loss_sum(top.z, top.a, Yc, net.loss_fn.code))
+            outputs.append(be.to_numpy(top.a).copy())
+        return total, host.concat_rows(outputs)
 
     def record(self, epoch, logs):
         h = self.history
@@ -258,6 +351,71 @@ class Trainer:
             h.stopped_early = True
             return True
         return stop
+
+
+class DistributedTrainer(Trainer):
+    """Data parallel: each rank computes its slice of every global batch, one in-place
+    all-reduce of the flat gradient vector per step, the same update everywhere.
+
+    The data stay on the host (a memory-mapped ``.npy`` works): each rank gathers only the rows
+    of its slices. ``delta_L`` is scaled by ``1 / global batch``, so the summed gradient is the
+    global batch's exactly; the last rank (never empty) adds the weight decay, once.
+    """
+
+    def __init__(self, net, opts, X, Y, val, comm):
+        self.comm = comm
+        super().__init__(net, opts, X, Y, val)
+        self.no_grads = self.backend.zeros((net.n_params,), net.dtype)
+        # dropout masks differ per rank, from a stream 2^127 draws along per rank; the
+        # shuffles (net.rng, untouched here) stay identical on every rank
+        self.mask_rng = type(net.rng)(net.rng.bit_generator.jumped(comm.rank + 1))
+
+    def place_data(self, X, Y):
+        return X, Y
+
+    @property
+    def is_writer(self) -> bool:
+        return self.comm.rank == 0
+
+    def index(self, order):
+        return order
+
+    def batch(self, order, lo, hi):
+        rows = slice(lo, hi) if order is None else order[lo:hi]
+        be, dtype = self.backend, self.net.dtype
+        return be.asarray(self.X[rows], dtype), be.asarray(self.Y[rows], dtype)
+
+    def step(self, order, lo, hi):
+        net, comm = self.net, self.comm
+        my_lo, my_hi = rank_slice(lo, hi, comm.rank, comm.size)
+        if my_hi > my_lo:
+            Xb, Yb = self.batch(order, my_lo, my_hi)
+            net.forward_device(Xb, training=True, rng=self.mask_rng)
+            decay = self.opts.weight_decay if comm.rank == comm.size - 1 else 0.0
+            net.backward_device(Yb, 1.0 / (hi - lo), decay, self.loss_acc)
+        else:
+            self.backend.copy(self.no_grads, net.grads)
+        comm.allreduce(net.grads)
+        self.optimizer.step(net.params, net.grads)
+
+    def stop_requested(self, stop) -> bool:
+        """A signal on any rank stops every rank after the same step."""
+        return self.comm.allreduce_scalar(stop.signum is not None) > 0
+
+    def loss_so_far(self) -> float:
+        return self.comm.allreduce_scalar(self.backend.scalar(self.loss_acc))
+
+    def set_loss_so_far(self, value):
+        super().set_loss_so_far(value if self.comm.rank == 0 else 0.0)
+
+    def epoch_loss(self) -> float:
+        return self.loss_so_far() / self.n + self.net.penalty(self.opts.weight_decay)
+
+    def evaluate(self, X, Y):
+        lo, hi = rank_slice(0, X.shape[0], self.comm.rank, self.comm.size)
+        total, outputs = super().evaluate(X[lo:hi], Y[lo:hi]) if hi > lo else (0.0, None)
+        parts = [p for p in self.comm.allgather_object(outputs) if p is not None]
+        return self.comm.allreduce_scalar(total), host.concat_rows(parts)
 
 
 def format_logs(epoch, epochs, logs, task) -> str:

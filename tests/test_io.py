@@ -23,7 +23,7 @@ def test_round_trip_gives_identical_predictions(trained, tmp_path):
     net, ds = trained
     path = tmp_path / "model.npz"
     net.save(path)
-    again = fastbp.load(path)
+    again = fastbp.load(path, backend="numpy")
     np.testing.assert_array_equal(again.forward(ds.X), net.forward(ds.X))
     np.testing.assert_array_equal(again.predict(ds.X), net.predict(ds.X))
     assert again.config == net.config

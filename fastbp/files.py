@@ -1,0 +1,47 @@
+"""Atomic file writes: a temporary file beside the target, then one rename over it.
+
+A crash (or SIGKILL) at any moment leaves either the old file or the new one, never half.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import numpy as np
+
+
+def atomic_savez(path, arrays: dict, meta: dict):
+    """Write ``arrays`` plus ``meta`` (as JSON in a uint8 array named ``meta``) to ``path``."""
+    path = os.fspath(path)
+    payload = dict(arrays, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8))
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_savez(path, what: str):
+    """``(meta, arrays)`` from a file written by :func:`atomic_savez`; a clear ValueError
+    naming ``what`` was expected when the file is corrupt or foreign."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no {what} at {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {k: f[k] for k in f.files}
+        meta = json.loads(arrays.pop("meta").tobytes().decode("utf-8"))
+    except Exception as exc:
+        raise ValueError(f"{path!r} is not a {what} (corrupt or foreign): "
+                         f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path!r} is not a {what}")
+    return meta, arrays
