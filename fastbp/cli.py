@@ -14,6 +14,7 @@ import numpy as np
 from . import __version__, data
 from .activations import HIDDEN_NAMES, NAMES as ACTIVATION_NAMES
 from .backend import backend_names, probe
+from .distributed import launcher_rank
 from .init import INITS
 from .losses import LOSSES
 from .optim import OPTIMIZERS
@@ -95,6 +96,13 @@ def add_fit_flags(p):
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                    help="stop after this many epochs without a better validation loss")
     g.add_argument("--no-shuffle", action="store_true", help="keep the data order each epoch")
+    g.add_argument("--checkpoint", metavar="RUN.ckpt",
+                   help="write a checkpoint here after every epoch and on Ctrl-C / SIGTERM")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from --checkpoint (a missing file starts afresh)")
+    g.add_argument("--distributed", action="store_const", const="auto",
+                   help="data-parallel over the ranks of mpiexec (MPI on CPUs, NCCL on GPUs); "
+                   "--batch-size is the global batch")
     g.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
 
 
@@ -148,7 +156,7 @@ def run_train(args):
               backend=args.backend, dtype=args.dtype, seed=args.seed,
               leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha,
               standardize=not args.no_standardize)
-    say = (lambda *a: None) if args.quiet else print
+    say = (lambda *a: None) if args.quiet or launcher_rank() else print
     say(f"data: {ds.name} ({ds.task}), {len(X_train)} train / {len(X_test)} test samples, "
         f"{ds.X.shape[1]} features")
     say(f"backend: {net.backend.name} ({net.backend.reason})")
@@ -157,7 +165,10 @@ def run_train(args):
             optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
             dropout=args.dropout, validation_split=args.validation_split or 0.0,
             early_stopping=args.early_stopping, shuffle=not args.no_shuffle,
-            verbose=0 if args.quiet else 1)
+            verbose=0 if args.quiet else 1, checkpoint=args.checkpoint, resume=args.resume,
+            distributed=args.distributed)
+    if launcher_rank():
+        return  # only rank 0 reports and saves
     metric = "R^2" if net.task == "regression" else "accuracy"
     print(f"test {metric}: {net.score(X_test, y_test):.4f}")
     if args.save:

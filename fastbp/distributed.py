@@ -20,9 +20,10 @@ import numpy as np
 
 MODES = ("auto", "mpi", "nccl")
 #: environment variables by which MPI launchers (MPICH/Hydra, Open MPI, PMIx, Slurm) give the
-#: world size to the processes they start
+#: world size and the rank to the processes they start
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS",
                            "SLURM_NTASKS")
+LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
 
 
 class Communicator:
@@ -148,10 +149,19 @@ class ThreadCommunicator(Communicator):
 
 def launcher_size() -> int:
     """The world size an MPI launcher announced in the environment (1 if none)."""
-    for name in LAUNCHER_SIZE_VARIABLES:
+    return first_number(LAUNCHER_SIZE_VARIABLES, default=1)
+
+
+def launcher_rank() -> int:
+    """This process's rank as the launcher announced it (0 if none)."""
+    return first_number(LAUNCHER_RANK_VARIABLES, default=0)
+
+
+def first_number(names, default: int) -> int:
+    for name in names:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
-    return 1
+    return default
 
 
 def make_communicator(mode, backend) -> Communicator | None:

@@ -23,10 +23,18 @@ def atomic_savez(path, arrays: dict, meta: dict):
             np.savez(f, **payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (mkstemp creates files 0600; a saved file should look like any other)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_savez(path, what: str):
