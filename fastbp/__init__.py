@@ -9,10 +9,10 @@ from . import data
 from .backend import available_backends, get_backend
 from .gradcheck import gradient_check
 from .io import load
-from .model import MLP
+from .model import MLP, flatten_params, unflatten_params
 from .train import History
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "History", "available_backends", "data", "get_backend", "gradient_check",
-           "load", "__version__"]
+__all__ = ["MLP", "History", "available_backends", "data", "flatten_params", "get_backend",
+           "gradient_check", "load", "unflatten_params", "__version__"]

@@ -28,7 +28,10 @@ class Activation:
 
 
 NAMES = tuple(codes.ACTIVATION_CODES)
-HIDDEN_NAMES = tuple(n for n in NAMES if n != "softmax")
+#: hidden activations with parameters of their own, each a layer class of its own
+#: (:class:`~fastbp.layers.PReLU`, :class:`~fastbp.layers.Maxout`), not an elementwise kernel
+PARAMETRIC = ("prelu", "maxout")
+HIDDEN_NAMES = tuple(n for n in NAMES if n != "softmax") + PARAMETRIC
 
 
 def make_activation(name, *, leaky_slope=0.01, elu_alpha=1.0, where="activation") -> Activation:
@@ -39,3 +42,15 @@ def make_activation(name, *, leaky_slope=0.01, elu_alpha=1.0, where="activation"
         raise ValueError(f"{where} must be one of {list(NAMES)}, got {name!r}")
     alpha = {"leaky_relu": leaky_slope, "elu": elu_alpha}.get(name, 0.0)
     return Activation(name, codes.ACTIVATION_CODES[name], float(alpha))
+
+
+def make_hidden(name, *, leaky_slope=0.01, elu_alpha=1.0):
+    """What a hidden layer named ``name`` computes: an :class:`Activation`, or the name itself
+    for the :data:`PARAMETRIC` ones; a clear error for anything else (softmax included)."""
+    if isinstance(name, str) and name in PARAMETRIC:
+        return name
+    if isinstance(name, str) and name not in HIDDEN_NAMES:
+        raise ValueError(f"activation must be one of {list(HIDDEN_NAMES)} for hidden layers, "
+                         f"got {name!r}" + (" (softmax is an output activation)"
+                                            if name == "softmax" else ""))
+    return make_activation(name, leaky_slope=leaky_slope, elu_alpha=elu_alpha)

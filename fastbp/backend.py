@@ -12,6 +12,11 @@ each backend decides where and how the arithmetic runs. The matmul-heavy core, b
 ``sgd/momentum/adam_update`` one in-place step over the flat parameter vector
 ==========================  ===============================================================
 
+The layers whose activation has parameters (PReLU, maxout) use generic ops that :class:`Backend`
+writes once against ``self.xp`` (``affine``, ``upstream_grad``, ``prelu_forward``,
+``prelu_backward``, ``maxout_forward``, ``maxout_backward``), so every backend has them; a backend
+may override one with a fused kernel that matches it.
+
 :class:`KernelBackend` implements all of it from a kernel module with the signatures of
 :mod:`fastbp.kernels.reference` plus the array namespace's ``matmul``; the NumPy backend is
 exactly that pair, and the Numba backend swaps in :mod:`fastbp.kernels.cpu`.
@@ -109,6 +114,97 @@ class Backend:
 
     def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, t):
         raise NotImplementedError
+
+    # -- activations with parameters: generic ops on ``xp`` (any backend inherits them; their
+    # NumPy expressions are the reference a fused kernel must match) -------------------------
+    # PReLU: ``g(z) = z if z > 0 else alpha_j z``, one learned slope ``alpha_j`` per unit.
+    # Maxout, ``k`` pieces of ``n`` units: ``z`` has ``k * n`` columns, piece-major (columns
+    # ``p*n .. p*n + n - 1`` hold ``z^(p) = a_prev @ W^(p) + b^(p)``), and ``a = max_p z^(p)``.
+    def affine(self, a_prev, W, b, z_out):
+        """``z = a_prev @ W + b`` into ``z_out``; returns it."""
+        self.matmul(a_prev, W, z_out)
+        z_out += b
+        return z_out
+
+    def upstream_grad(self, delta_next, W_next, out, mask=None):
+        """``dJ/da = (delta_next @ W_next.T) * mask`` into ``out``: what reaches a layer's output
+        from the layer above (``mask``: the layer's dropout mask, if any); returns ``out``."""
+        self.matmul(delta_next, W_next.T, out)
+        if mask is not None:
+            out *= mask
+        return out
+
+    def prelu_forward(self, a_prev, W, b, alpha, z_out, a_out):
+        """``z = a_prev @ W + b``; ``a = z if z > 0 else alpha_j z``; returns ``a_out``."""
+        z = self.affine(a_prev, W, b, z_out)
+        self.xp.multiply(z, alpha, out=a_out)
+        self.xp.copyto(a_out, z, where=z > 0)
+        return a_out
+
+    def prelu_backward(self, delta_next, W_next, z, alpha, out, dalpha_out, mask=None):
+        """The delta of a PReLU layer and the gradient of its slopes; returns ``out``.
+
+        With ``d = dJ/da = (delta_next @ W_next.T) * mask``:
+        ``dJ/dalpha_j = sum_i d_ij min(z_ij, 0)`` into ``dalpha_out`` and
+        ``delta = d * (1 if z > 0 else alpha_j)`` into ``out``.
+        """
+        xp = self.xp
+        d = self.upstream_grad(delta_next, W_next, out, mask)
+        xp.sum(d * xp.minimum(z, 0), axis=0, out=dalpha_out)
+        xp.copyto(d, d * alpha, where=z <= 0)
+        return d
+
+    def maxout_forward(self, a_prev, W, b, pieces, z_out, a_out, index_out):
+        """``z = a_prev @ W + b`` (``pieces`` blocks of columns); ``a = max_p z^(p)``, and
+        ``index = argmax_p z^(p)`` (the first piece on ties) for the backward pass."""
+        z = self.affine(a_prev, W, b, z_out)
+        by_piece = z.reshape(z.shape[0], pieces, -1)
+        self.xp.max(by_piece, axis=1, out=a_out)
+        self.xp.argmax(by_piece, axis=1, out=index_out)
+        return a_out
+
+    def maxout_backward(self, delta_next, W_next, index, pieces, grad_a, out, mask=None):
+        """The delta of a maxout layer: ``d = dJ/da = (delta_next @ W_next.T) * mask`` (into the
+        buffer ``grad_a``) is routed to the winning piece, ``delta^(p) = d * [index == p]``, like
+        the max gate of the notes; returns ``out``."""
+        d = self.upstream_grad(delta_next, W_next, grad_a, mask)
+        by_piece = out.reshape(out.shape[0], pieces, -1)
+        for p in range(pieces):
+            self.xp.multiply(d, index == p, out=by_piece[:, p, :])
+        return out
+
+    # -- whole training steps ----------------------------------------------------------------
+    #: GEMM precisions this backend offers ("tf32" only on the GPU)
+    precisions = ("highest",)
+    precision = "highest"
+    #: whether :meth:`step_runner` replays captured steps (then a step must read its batch from
+    #: fixed buffers, never from fresh views)
+    captures_steps = False
+
+    def set_precision(self, precision):
+        """Use ``precision`` for the GEMMs from now on."""
+        if precision not in self.precisions:
+            raise ValueError(f"backend {self.name!r} offers precision {list(self.precisions)}, "
+                             f"got {precision!r}")
+        self.precision = precision
+
+    def step_clock(self):
+        """A device step counter shared by one training run's step runners (GPU backends)."""
+        return None
+
+    def step_runner(self, step_fn, clock):
+        """A callable that runs one training step ``step_fn()`` per call; GPU backends replay
+        it from a CUDA graph (``step_fn``: a closure over fixed buffers, no allocation)."""
+        return step_fn
+
+    def gaussian_noise(self, x, rng, sigma, out):
+        """``out = x + sigma * e`` with ``e ~ N(0, 1)`` drawn from the host generator ``rng``
+        (input-noise injection); returns ``out``."""
+        noise = rng.standard_normal(size=x.shape, dtype=x.dtype)
+        self.copy(self.asarray(noise), out)
+        out *= sigma
+        out += x
+        return out
 
     def describe(self) -> dict:
         """Versions and settings worth printing in ``fastbp info``."""

@@ -7,9 +7,12 @@ the network itself is untouched. Far too slow for training: use it on small nets
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from .model import flatten_params, unflatten_params
 
 
 @dataclass
@@ -18,8 +21,8 @@ class GradCheckResult:
 
     max_rel_error: float
     layer: int  # 1-based layer index
-    param: str  # "W" or "b"
-    index: tuple  # position inside W_l or b_l
+    param: str  # "W", "b" or "alpha" (a PReLU slope)
+    index: tuple  # position inside that array (a maxout W: (row, piece * n_out + unit))
     backprop: float
     numeric: float
 
@@ -31,41 +34,40 @@ class GradCheckResult:
 def gradient_check(net, X, y, eps=1e-6, weight_decay=0.0) -> GradCheckResult:
     """Compare backprop with central differences on every parameter; see the module doc."""
     twin = net.copy(dtype="float64")
-    theta = twin.get_flat_params()
-    analytic = np.concatenate([np.concatenate([dW.ravel(), db])
-                               for dW, db in twin.gradients(X, y, weight_decay)])
-    numeric = np.empty_like(theta)
-    for i in range(theta.size):
-        numeric[i] = central_difference(twin, theta, i, eps, X, y, weight_decay)
-    twin.set_flat_params(theta)
+    theta = flatten_params(twin)
+    analytic = np.concatenate([g.ravel() for grads in twin.gradients(X, y, weight_decay)
+                               for g in grads])
+    numeric = np.array([central_difference(twin, theta, i, eps, X, y, weight_decay)
+                        for i in range(theta.size)])
     rel = np.abs(analytic - numeric) / np.maximum(np.abs(analytic) + np.abs(numeric), 1e-12)
     worst = int(rel.argmax())
-    layer, param, index = locate(net.sizes, worst)
+    layer, param, index = locate(net.param_layout, worst)
     return GradCheckResult(float(rel[worst]), layer, param, index, float(analytic[worst]),
                            float(numeric[worst]))
 
 
 def central_difference(net, theta, i, eps, X, y, weight_decay):
-    """``(J(theta + eps e_i) - J(theta - eps e_i)) / (2 eps)``."""
+    """``(J(theta + eps e_i) - J(theta - eps e_i)) / (2 eps)``; leaves ``theta`` as it was."""
     original = theta[i]
     theta[i] = original + eps
-    net.set_flat_params(theta)
+    unflatten_params(net, theta)
     plus = net.loss(X, y, weight_decay)
     theta[i] = original - eps
-    net.set_flat_params(theta)
+    unflatten_params(net, theta)
     minus = net.loss(X, y, weight_decay)
     theta[i] = original
     return (plus - minus) / (2 * eps)
 
 
-def locate(sizes, flat_index):
-    """``(layer, 'W' | 'b', index)`` of a position in ``theta = W_1, b_1, W_2, b_2, ...``."""
+def locate(layout, flat_index):
+    """``(layer, name, index)`` of a position in ``theta``, for a network's ``param_layout``
+    (per layer ``[(name, shape), ...]``, e.g. ``W_1, b_1, W_2, b_2, alpha_2, ...``)."""
     offset = 0
-    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:]), start=1):
-        if flat_index < offset + n_in * n_out:
-            return layer, "W", tuple(int(i) for i in divmod(flat_index - offset, n_out))
-        offset += n_in * n_out
-        if flat_index < offset + n_out:
-            return layer, "b", (flat_index - offset,)
-        offset += n_out
+    for layer, spec in enumerate(layout, start=1):
+        for name, shape in spec:
+            size = math.prod(shape)
+            if flat_index < offset + size:
+                return layer, name, tuple(int(i) for i in np.unravel_index(flat_index - offset,
+                                                                           shape))
+            offset += size
     raise IndexError(flat_index)

@@ -1,4 +1,4 @@
-"""The multilayer perceptron: a stack of :class:`~fastbp.layers.Dense` layers and a loss.
+"""The multilayer perceptron: a stack of layers (:mod:`fastbp.layers`) and a loss.
 
 Forward: ``a_0 = X``, ``z_l = a_{l-1} @ W_l + b_l``, ``a_l = g_l(z_l)`` for ``l = 1..L``.
 Cost: ``J = mean_i L(y_i, a_L,i) + (lam/2) sum_l ||W_l||^2``.
@@ -6,19 +6,25 @@ Backward: ``delta_L = dJ/dz_L`` (``(a_L - y)/N`` for the matched pairs), then
 ``delta_l = (delta_{l+1} @ W_{l+1}.T) * g_l'(z_l)``, ``dW_l = a_{l-1}.T @ delta_l + lam W_l``,
 ``db_l = sum over the batch of delta_l``.
 
-All parameters live in one flat device vector (``W_1, b_1, W_2, b_2, ...``) and all gradients
-in another; the layers hold views. One optimizer call then updates everything, and the
-flattened vector is what gradient checks (and L-BFGS, and all-reduce) want.
+All parameters live in one flat device vector ``theta`` and all gradients in another; the
+layers hold views. One optimizer call then updates everything, and the flattened vector is what
+gradient checks (and L-BFGS, and all-reduce) want. Its layout (:attr:`MLP.param_layout`) is layer
+by layer, each layer's parameters in order, each array row-major:
+``W_1, b_1, W_2, b_2, ...``, with ``alpha_l`` after ``b_l`` for a PReLU layer; a maxout layer's
+``W_l`` has ``k * n_l`` columns (see :class:`~fastbp.layers.Maxout`).
 This module does no arithmetic of its own on training data: the backend does.
 """
 
 from __future__ import annotations
 
+import math
+
 from . import checks, host, init as initialisers
-from .activations import HIDDEN_NAMES, make_activation
+from .activations import make_activation, make_hidden
 from .backend import get_backend
-from .layers import Dense
+from .layers import Dense, Maxout, PReLU
 from .losses import make_loss
+from .preprocess import check_preprocess, make_preprocessor
 
 #: rows per chunk when predicting, to bound device memory
 PREDICT_CHUNK = 8192
@@ -29,21 +35,30 @@ class MLP:
 
     ``sizes`` lists the units per layer, input first: ``[64, 32, 10]`` is 64 inputs, one
     hidden layer of 32 and 10 outputs. ``activation`` is one name for every hidden layer or a
-    list with one per hidden layer. ``output`` and ``loss`` must be a valid pair (see
-    :mod:`fastbp.losses`). ``standardize=True`` fits a feature standardiser on the training
-    data at the first :meth:`fit` and applies it to every later input (it is saved too).
+    list with one per hidden layer; besides the elementwise ones, ``"prelu"`` (a learned slope
+    per unit, starting at ``prelu_init``) and ``"maxout"`` (the max of ``maxout_pieces`` affine
+    pieces per unit) are layers with parameters of their own. ``output`` and ``loss`` must be a
+    valid pair (see :mod:`fastbp.losses`). ``preprocess="standardize" | "pca" | "zca"`` fits a
+    feature standardiser or whitener (:mod:`fastbp.preprocess`) on the training data at the
+    first :meth:`fit` and applies it to every later input (it is saved too);
+    ``standardize=True`` is an alias of ``preprocess="standardize"``.
     """
 
     def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
                  init="he", init_scale=None, backend="auto", dtype="float32", seed=None,
-                 leaky_slope=0.01, elu_alpha=1.0, standardize=False):
+                 leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess=None,
+                 maxout_pieces=2, prelu_init=0.25):
         self.sizes = check_sizes(sizes)
+        preprocess = check_preprocess(preprocess, standardize)
         self.config = dict(
             sizes=self.sizes, activation=activation, output=output, loss=loss, init=init,
             init_scale=init_scale, dtype=host.dtype_name(dtype), seed=seed,
             leaky_slope=checks.check_number(leaky_slope, "leaky_slope", low=0, high=1),
             elu_alpha=checks.check_number(elu_alpha, "elu_alpha", low=0, low_open=True),
-            standardize=bool(standardize))
+            maxout_pieces=checks.check_number(maxout_pieces, "maxout_pieces", low=2,
+                                              integer=True),
+            prelu_init=checks.check_number(prelu_init, "prelu_init"),
+            preprocess=preprocess, standardize=preprocess == "standardize")
         self.hidden = self._hidden_activations(activation)
         self.output = make_activation(output, where="output", leaky_slope=leaky_slope,
                                       elu_alpha=elu_alpha)
@@ -53,7 +68,7 @@ class MLP:
         self.backend = get_backend(backend)
         self.dtype = self.config["dtype"]
         self.rng = initialisers.make_rng(seed)
-        self.standardizer = None
+        self.preprocessor = None
         self._build(scale)
 
     # -- construction ----------------------------------------------------------------------
@@ -67,35 +82,49 @@ class MLP:
         if len(names) != n_hidden:
             raise ValueError(f"activation list must have one name per hidden layer "
                              f"({n_hidden}), got {len(names)}")
-        acts = [make_activation(n, where="activation", leaky_slope=self.config["leaky_slope"],
-                                elu_alpha=self.config["elu_alpha"]) for n in names]
-        for act in acts:
-            if not act.hidden_ok:
-                raise ValueError(f"activation must be one of {list(HIDDEN_NAMES)} for hidden "
-                                 f"layers, got {act.name!r} (softmax is an output activation)")
-        return acts
+        return [make_hidden(n, leaky_slope=self.config["leaky_slope"],
+                            elu_alpha=self.config["elu_alpha"]) for n in names]
 
     def _build(self, scale):
-        """Draw the initial weights on the host and lay them out in the flat vectors."""
-        host_weights = [(initialisers.init_weights(self.rng, n_in, n_out, self.config["init"],
-                                                   scale), [0.0] * n_out)
-                        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
-        n_params = sum(n_in * n_out + n_out for n_in, n_out in zip(self.sizes, self.sizes[1:]))
+        """Make the layers, lay their parameters out in the flat vectors and write the initial
+        weights, drawn on the host layer by layer."""
+        self.layers = [self._make_layer(kind, n_in, n_out) for kind, n_in, n_out in zip(
+            self.hidden + [self.output], self.sizes[:-1], self.sizes[1:])]
+        initial = [layer.initial_params(self.rng, self.config["init"], scale)
+                   for layer in self.layers]
+        n_params = sum(math.prod(shape) for spec in self.param_layout for _, shape in spec)
         self.params = self.backend.zeros((n_params,), self.dtype)
         self.grads = self.backend.zeros((n_params,), self.dtype)
-        self.layers = [Dense(self.backend, W, b, dW, db, act) for (W, b), (dW, db), act in zip(
-            self._param_views(self.params), self._param_views(self.grads),
-            self.hidden + [self.output])]
-        self._write_weights(host_weights)
+        for layer, params, grads in zip(self.layers, self._split(self.params),
+                                        self._split(self.grads)):
+            layer.bind(params, grads)
+        self._write_weights(initial)
 
-    def _param_views(self, flat):
-        """``[(W_l, b_l), ...]`` as views into the flat vector ``flat``."""
+    def _make_layer(self, kind, n_in, n_out):
+        """The layer for ``kind``: an :class:`~fastbp.activations.Activation`, "prelu" or
+        "maxout"."""
+        if kind == "prelu":
+            return PReLU(self.backend, n_in, n_out, self.config["prelu_init"])
+        if kind == "maxout":
+            return Maxout(self.backend, n_in, n_out, self.config["maxout_pieces"])
+        return Dense(self.backend, n_in, n_out, kind)
+
+    @property
+    def param_layout(self) -> list[list[tuple[str, tuple]]]:
+        """Per layer, ``[(name, shape), ...]`` of its parameters, in their order in ``theta``."""
+        return [layer.param_shapes() for layer in self.layers]
+
+    def _split(self, flat):
+        """Per layer, a tuple of views of the flat vector ``flat`` (device or host), shaped as
+        :attr:`param_layout` says."""
         views, offset = [], 0
-        for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:]):
-            W = flat[offset:offset + n_in * n_out].reshape(n_in, n_out)
-            offset += n_in * n_out
-            views.append((W, flat[offset:offset + n_out]))
-            offset += n_out
+        for spec in self.param_layout:
+            arrays = []
+            for _, shape in spec:
+                size = math.prod(shape)
+                arrays.append(flat[offset:offset + size].reshape(shape))
+                offset += size
+            views.append(tuple(arrays))
         return views
 
     @property
@@ -109,35 +138,38 @@ class MLP:
 
     # -- weights ---------------------------------------------------------------------------
     def get_weights(self):
-        """``[(W_l, b_l), ...]`` as host NumPy copies, ``W_l`` of shape ``(n_{l-1}, n_l)``."""
-        return [(self.backend.to_numpy(W).copy(), self.backend.to_numpy(b).copy())
-                for W, b in self._param_views(self.params)]
+        """Per layer, a tuple of host NumPy copies of its parameters (:attr:`param_layout`):
+        ``(W_l, b_l)`` with ``W_l`` of shape ``(n_{l-1}, n_l)``; ``(W_l, b_l, alpha_l)`` for a
+        PReLU layer (``alpha_l`` of shape ``(n_l,)``); ``(W_l, b_l)`` of shapes
+        ``(n_{l-1}, k n_l)`` and ``(k n_l,)`` for a maxout layer, piece ``p`` in columns
+        ``p n_l .. (p+1) n_l - 1``."""
+        return [tuple(self.backend.to_numpy(p).copy() for p in params)
+                for params in self._split(self.params)]
 
     def set_weights(self, weights):
-        """Replace every ``(W_l, b_l)``; shapes and finiteness are checked before any write."""
-        if not isinstance(weights, (list, tuple)) or len(weights) != len(self.layers):
-            raise ValueError(f"weights must be a list of {len(self.layers)} (W, b) pairs, got "
-                             f"{len(weights) if isinstance(weights, (list, tuple)) else weights!r}")
+        """Replace every layer's parameters, given as :meth:`get_weights` returns them; shapes
+        and finiteness are checked before any write."""
+        layout = self.param_layout
+        if not isinstance(weights, (list, tuple)) or len(weights) != len(layout):
+            got = len(weights) if isinstance(weights, (list, tuple)) else repr(weights)
+            raise ValueError(f"weights must be a list of {len(layout)} {weights_format(layout)}, "
+                             f"got {got}")
         checked = []
-        for l, (pair, layer) in enumerate(zip(weights, self.layers), start=1):
-            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
-                raise ValueError(f"weights[{l - 1}] must be a (W, b) pair")
-            W = checks.as_float_array(pair[0], f"W_{l}")
-            b = checks.as_float_array(pair[1], f"b_{l}")
-            for arr, name, shape in ((W, f"W_{l}", layer.W.shape), (b, f"b_{l}", layer.b.shape)):
-                if arr.shape != shape:
-                    raise ValueError(f"{name} must have shape {shape}, got {arr.shape}")
-                checks.check_finite(arr, name)
-            checked.append((W, b))
+        for l, (given, spec) in enumerate(zip(weights, layout), start=1):
+            names = ", ".join(name for name, _ in spec)
+            if not isinstance(given, (list, tuple)) or len(given) != len(spec):
+                raise ValueError(f"weights[{l - 1}] must be a ({names}) tuple")
+            checked.append([check_param(arr, f"{name}_{l}", shape)
+                            for arr, (name, shape) in zip(given, spec)])
         self._write_weights(checked)
 
     def _write_weights(self, host_weights):
-        for (W, b), (W_dev, b_dev) in zip(host_weights, self._param_views(self.params)):
-            self.backend.copy(self.backend.asarray(W, self.dtype), W_dev)
-            self.backend.copy(self.backend.asarray(b, self.dtype), b_dev)
+        for arrays, views in zip(host_weights, self._split(self.params)):
+            for array, view in zip(arrays, views):
+                self.backend.copy(self.backend.asarray(array, self.dtype), view)
 
     def get_flat_params(self):
-        """The flat parameter vector ``theta`` (host copy): ``W_1, b_1, W_2, b_2, ...``."""
+        """The flat parameter vector ``theta`` (host copy), laid out as :attr:`param_layout`."""
         return self.backend.to_numpy(self.params).copy()
 
     def set_flat_params(self, theta):
@@ -171,11 +203,11 @@ class MLP:
             delta = self.layers[l].backward(delta, below, weight_decay)
 
     def penalty(self, weight_decay):
-        """``(lam/2) sum_l ||W_l||^2`` as a Python float."""
+        """``(lam/2) sum_l ||W_l||^2`` as a Python float (biases and PReLU slopes are free)."""
         if not weight_decay:
             return 0.0
-        total = sum(self.backend.scalar(self.backend.sum_squares(W))
-                    for W, _ in self._param_views(self.params))
+        total = sum(self.backend.scalar(self.backend.sum_squares(layer.W))
+                    for layer in self.layers)
         return 0.5 * weight_decay * total
 
     def set_dropout(self, rate):
@@ -184,10 +216,25 @@ class MLP:
             layer.dropout = rate
 
     # -- public API on host data -------------------------------------------------------------
+    @property
+    def standardizer(self):
+        """The fitted preprocessor: an alias of :attr:`preprocessor` kept for older callers."""
+        return self.preprocessor
+
+    @standardizer.setter
+    def standardizer(self, value):
+        self.preprocessor = value
+
+    def fit_preprocessor(self, X):
+        """Fit ``config["preprocess"]`` on the training features ``X`` (host), unless a
+        preprocessor is fitted already (by an earlier fit, a loaded file, or by hand)."""
+        if self.config["preprocess"] and self.preprocessor is None:
+            self.preprocessor = make_preprocessor(self.config["preprocess"]).fit(X)
+
     def prepare(self, X, name="X"):
-        """Validated, standardised host features."""
+        """Validated, preprocessed host features."""
         X = checks.check_features(X, self.sizes[0], name)
-        return X if self.standardizer is None else self.standardizer.transform(X)
+        return X if self.preprocessor is None else self.preprocessor.transform(X)
 
     def targets(self, y, n_samples, name="y"):
         """Validated host targets as an ``(N, n_outputs)`` matrix."""
@@ -255,7 +302,8 @@ class MLP:
         return total / X.shape[0] + self.penalty(weight_decay)
 
     def gradients(self, X, y, weight_decay=0.0):
-        """``[(dJ/dW_l, dJ/db_l), ...]`` of the full-batch cost on host data (NumPy)."""
+        """``[(dJ/dW_l, dJ/db_l), ...]`` of the full-batch cost on host data (NumPy), in the
+        format of :meth:`get_weights` (``dJ/dalpha_l`` third for a PReLU layer)."""
         weight_decay = checks.check_number(weight_decay, "weight_decay", low=0)
         X = self.prepare(X)
         Y = self.targets(y, X.shape[0])
@@ -263,8 +311,8 @@ class MLP:
         loss_acc = self.backend.zeros((1,), self.dtype)
         self.forward_device(Xd)
         self.backward_device(Yd, 1.0 / X.shape[0], weight_decay, loss_acc)
-        return [(self.backend.to_numpy(dW).copy(), self.backend.to_numpy(db).copy())
-                for dW, db in self._param_views(self.grads)]
+        return [tuple(self.backend.to_numpy(g).copy() for g in grads)
+                for grads in self._split(self.grads)]
 
     def fit(self, X, y, **options):
         """Train by minibatch backpropagation; see :func:`fastbp.train.fit` for the options."""
@@ -273,7 +321,7 @@ class MLP:
         return fit(self, X, y, **options)
 
     def save(self, path):
-        """Write the model (weights, config, standardiser) to ``path`` (.npz), atomically."""
+        """Write the model (weights, config, preprocessor) to ``path`` (.npz), atomically."""
         from .io import save
 
         save(self, path)
@@ -284,14 +332,43 @@ class MLP:
         config = dict(self.config, dtype=dtype or self.dtype)
         twin = MLP(**config, backend=backend or self.backend)
         twin.set_weights(self.get_weights())
-        twin.standardizer = self.standardizer
+        twin.preprocessor = self.preprocessor
         return twin
 
     def __repr__(self):
-        acts = ",".join(a.name for a in self.hidden)
+        acts = ",".join(layer.name for layer in self.layers[:-1])
         return (f"MLP({'-'.join(map(str, self.sizes))}, hidden={acts or '-'}, "
                 f"output={self.output.name}, loss={self.loss_fn.name}, "
                 f"backend={self.backend.name}, dtype={self.dtype})")
+
+
+def weights_format(layout) -> str:
+    """How :meth:`MLP.set_weights` wants each layer: "(W, b) pairs", or the tuples there are."""
+    kinds = sorted({"(" + ", ".join(name for name, _ in spec) + ")" for spec in layout})
+    return f"{kinds[0]} pairs" if kinds == ["(W, b)"] else "tuples " + " or ".join(kinds)
+
+
+def check_param(array, name, shape):
+    """A host parameter array of ``shape``, finite, else a ValueError naming it."""
+    array = checks.as_float_array(array, name)
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    checks.check_finite(array, name)
+    return array
+
+
+def flatten_params(net):
+    """``theta``: every parameter of ``net`` in one host vector (a copy), laid out as
+    :attr:`MLP.param_layout`: ``W_1, b_1 [, alpha_1], W_2, ...``, each array row-major.
+    The flat vector L-BFGS and the gradient check work on; :func:`unflatten_params` writes one
+    back."""
+    return net.get_flat_params()
+
+
+def unflatten_params(net, theta):
+    """Write the flat host vector ``theta`` (the layout of :func:`flatten_params`) into
+    ``net``'s parameters; its length and finiteness are checked before the write."""
+    net.set_flat_params(theta)
 
 
 def check_sizes(sizes):

@@ -1,0 +1,73 @@
+"""L-BFGS on the flattened parameter vector: the quasi-Newton "advanced optimiser" of the notes.
+
+Full batch and deterministic (no dropout): SciPy's L-BFGS-B drives the iterations on the host
+in float64, and each evaluation of ``J(theta)`` and ``dJ/dtheta`` is one forward and one
+backward pass of the network on its backend, with the data already on the device.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+from .model import flatten_params, unflatten_params
+
+INSTALL_HINT = "pip install scipy (or pip install 'fastbp[lbfgs]')"
+
+
+def require_scipy_minimize():
+    """``scipy.optimize.minimize``, or an ImportError saying what to install."""
+    try:
+        from scipy.optimize import minimize
+    except ImportError:
+        raise ImportError(f"optimizer='lbfgs' runs SciPy's L-BFGS-B, and SciPy is not "
+                          f"installed: {INSTALL_HINT}") from None
+    return minimize
+
+
+def cost_and_gradient(net, X_dev, Y_dev, weight_decay):
+    """``f(theta) -> (J, dJ/dtheta)`` on the device data, for the full batch:
+    ``J = mean_i L_i + (weight_decay/2) sum_l ||W_l||^2`` (float, float64 host vector)."""
+    backend, n = net.backend, X_dev.shape[0]
+
+    def evaluate(theta):
+        unflatten_params(net, theta)
+        loss_acc = backend.zeros((1,), net.dtype)
+        net.forward_device(X_dev)
+        net.backward_device(Y_dev, 1.0 / n, weight_decay, loss_acc)
+        cost = backend.scalar(loss_acc) / n + net.penalty(weight_decay)
+        return cost, backend.to_numpy(net.grads).astype(np.float64)
+
+    return evaluate
+
+
+def lbfgs_minimize(net, X_dev, Y_dev, weight_decay=0.0, max_iter=100, callback=None):
+    """Minimise the full-batch cost ``J(theta)`` of ``net`` by L-BFGS-B; returns SciPy's
+    ``OptimizeResult`` (``fun``: the final J, ``nit``: iterations, ``message``).
+
+    ``X_dev``, ``Y_dev`` are the (preprocessed) features and target matrix on the network's
+    backend. The best ``theta`` is written into ``net`` at the end. ``callback(iteration,
+    logs)``, with ``logs = {"loss": J}``, runs after each iteration; returning True stops.
+    """
+    minimize = require_scipy_minimize()
+    weight_decay = checks.check_number(weight_decay, "weight_decay", low=0)
+    max_iter = checks.check_number(max_iter, "max_iter", low=1, integer=True)
+    result = minimize(cost_and_gradient(net, X_dev, Y_dev, weight_decay),
+                      flatten_params(net).astype(np.float64), jac=True, method="L-BFGS-B",
+                      options={"maxiter": max_iter},
+                      callback=None if callback is None else iteration_callback(callback))
+    unflatten_params(net, result.x)
+    return result
+
+
+def iteration_callback(callback):
+    """SciPy's per-iteration hook calling ``callback(iteration, {"loss": J})``; True stops."""
+    iteration = 0
+
+    def hook(intermediate_result):
+        nonlocal iteration
+        iteration += 1
+        if callback(iteration, {"loss": float(intermediate_result.fun)}):
+            raise StopIteration
+
+    return hook

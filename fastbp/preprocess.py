@@ -1,0 +1,97 @@
+"""Input preprocessing fitted on the training data only: standardisation and PCA / ZCA whitening.
+
+``MLP(preprocess="standardize" | "pca" | "zca")`` fits one of these on the training features at
+the first :meth:`~fastbp.MLP.fit` (``net.fit_preprocessor(X)``), applies it to every later input
+and saves it with the model. Host-side NumPy: it runs once per input, before the backend.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+from .data import Standardizer
+
+#: the names ``MLP(preprocess=...)`` takes
+PREPROCESSORS = ("standardize", "pca", "zca")
+WHITENING = ("pca", "zca")
+
+
+class Whitener:
+    """Decorrelate the features and give each direction unit variance.
+
+    With the training mean ``mu`` and covariance ``C = (X - mu).T @ (X - mu) / N``, eigen-
+    decomposed as ``C = U diag(s) U.T`` (``s`` descending):
+
+    - ``pca``: ``x -> (x - mu) @ U @ diag(1 / sqrt(s + eps))`` — the principal components,
+      each scaled to unit variance;
+    - ``zca``: ``x -> (x - mu) @ U @ diag(1 / sqrt(s + eps)) @ U.T`` — the same, rotated back to
+      the original axes (the whitened data closest to the input).
+
+    The whitened training covariance is ``U diag(s / (s + eps)) U.T``: the identity up to
+    ``eps / s``. ``eps`` keeps directions of (near) zero variance finite; raise it (0.1 on
+    pixel data, say) to damp the noise directions instead of blowing them up to unit variance.
+    """
+
+    def __init__(self, method="zca", eps=1e-8, mean=None, matrix=None):
+        self.method = checks.check_choice(method, "method", WHITENING)
+        self.eps = checks.check_number(eps, "eps", low=0, low_open=True)
+        self.mean, self.matrix = mean, matrix
+
+    def fit(self, X):
+        """Fit ``mu`` and the whitening matrix on training features ``X`` (float64)."""
+        X = np.asarray(checks.as_float_array(X, "X"), dtype=np.float64)
+        if X.ndim != 2 or X.shape[0] < 2:
+            raise ValueError(f"X must be 2-D with at least 2 samples to whiten, got shape "
+                             f"{X.shape}")
+        self.mean = X.mean(axis=0)
+        centred = X - self.mean
+        variances, U = np.linalg.eigh(centred.T @ centred / X.shape[0])
+        variances, U = np.maximum(variances[::-1], 0.0), U[:, ::-1]
+        self.matrix = U / np.sqrt(variances + self.eps)
+        if self.method == "zca":
+            self.matrix = self.matrix @ U.T
+        return self
+
+    def transform(self, X):
+        """``(X - mu) @ matrix``."""
+        if self.mean is None:
+            raise RuntimeError("Whitener.transform called before fit")
+        return (checks.as_float_array(X, "X") - self.mean) @ self.matrix
+
+    def __repr__(self):
+        return f"Whitener(method={self.method!r}, eps={self.eps!r})"
+
+
+def check_preprocess(preprocess, standardize: bool):
+    """The preprocessor name (or None) from ``preprocess=`` and its alias ``standardize=True``."""
+    if preprocess is not None:
+        checks.check_choice(preprocess, "preprocess", PREPROCESSORS)
+    if standardize and preprocess not in (None, "standardize"):
+        raise ValueError(f"standardize=True means preprocess='standardize'; got both "
+                         f"standardize=True and preprocess={preprocess!r}: give one")
+    return "standardize" if standardize else preprocess
+
+
+def make_preprocessor(name: str):
+    """An unfitted preprocessor for a name of :data:`PREPROCESSORS`."""
+    checks.check_choice(name, "preprocess", PREPROCESSORS)
+    return Standardizer() if name == "standardize" else Whitener(name)
+
+
+def to_arrays(preprocessor) -> dict:
+    """A fitted preprocessor as named arrays for a model file."""
+    if isinstance(preprocessor, Standardizer):
+        return {"standardizer_mean": preprocessor.mean, "standardizer_std": preprocessor.std}
+    return {"whitener_mean": preprocessor.mean, "whitener_matrix": preprocessor.matrix,
+            "whitener_method": np.array(preprocessor.method)}
+
+
+def from_arrays(arrays: dict):
+    """The preprocessor saved in a model file's ``arrays`` by :func:`to_arrays`, or None."""
+    if "standardizer_mean" in arrays:
+        return Standardizer(arrays["standardizer_mean"], arrays["standardizer_std"])
+    if "whitener_mean" in arrays:
+        return Whitener(str(arrays["whitener_method"]), mean=arrays["whitener_mean"],
+                        matrix=arrays["whitener_matrix"])
+    return None
