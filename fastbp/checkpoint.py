@@ -27,7 +27,7 @@ FORMAT = "fastbp-checkpoint"
 VERSION = 1
 #: config entries that must match between the checkpoint and the network resuming from it
 ARCHITECTURE_KEYS = ("sizes", "activation", "output", "loss", "dtype", "leaky_slope",
-                     "elu_alpha")
+                     "elu_alpha", "maxout_pieces", "preprocess")
 
 
 @dataclass

@@ -25,6 +25,15 @@ class SGD:
         self.backend, self.lr = backend, lr
 
     def step(self, params, grads):
+        """One update: :meth:`advance` the host-side step count, then :meth:`apply`."""
+        self.advance()
+        self.apply(params, grads)
+
+    def advance(self):
+        """Count a step on the host (kept out of :meth:`apply`, which a GPU backend may capture
+        in a CUDA graph and replay)."""
+
+    def apply(self, params, grads):
         self.backend.sgd_update(params, grads, self.lr)
 
     def state(self) -> tuple[dict, dict]:
@@ -51,7 +60,7 @@ class Momentum(SGD):
         self.momentum = momentum
         self.velocity = backend.zeros((n_params,), dtype)
 
-    def step(self, params, grads):
+    def apply(self, params, grads):
         self.backend.momentum_update(params, grads, self.velocity, self.lr, self.momentum)
 
 
@@ -68,8 +77,10 @@ class Adam(SGD):
         self.v = backend.zeros((n_params,), dtype)
         self.t = 0
 
-    def step(self, params, grads):
+    def advance(self):
         self.t += 1
+
+    def apply(self, params, grads):
         self.backend.adam_update(params, grads, self.m, self.v, self.lr, self.beta1,
                                  self.beta2, self.eps, self.t)
 

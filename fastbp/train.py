@@ -21,6 +21,9 @@ from .checkpoint import save as checkpoint_save
 from .distributed import make_communicator, rank_slice
 from .optim import OPTIMIZERS, make_optimizer
 
+#: GEMM precisions a fit may ask for ("tf32": float32 GEMMs on TF32 tensor cores, GPU only)
+PRECISIONS = ("highest", "tf32")
+
 
 @dataclass
 class History:
@@ -42,6 +45,12 @@ class History:
     def as_dict(self) -> dict:
         return dict(self.__dict__)
 
+    def plot(self, path):
+        """Training and validation cost per epoch on one figure, the best epoch marked."""
+        from .plots import plot_history
+
+        plot_history(self, path)
+
     def __len__(self):
         return len(self.epoch)
 
@@ -57,16 +66,20 @@ class FitOptions:
     momentum: float
     weight_decay: float
     dropout: float
+    input_noise: float
     validation_split: float
     early_stopping: int | None
     shuffle: bool
     verbose: int
     callbacks: list
+    precision: str
 
 
 def check_options(epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
-                  weight_decay=0.0, dropout=0.0, validation_data=None, validation_split=0.0,
-                  early_stopping=None, shuffle=True, verbose=1, callbacks=None) -> FitOptions:
+                  weight_decay=0.0, dropout=0.0, input_noise=0.0, validation_data=None,
+                  validation_split=0.0,
+                  early_stopping=None, shuffle=True, verbose=1, callbacks=None,
+                  precision="highest") -> FitOptions:
     """Validate every option of :func:`fit` (``validation_data`` is checked with the data)."""
     number = checks.check_number
     callbacks = list(callbacks or [])
@@ -77,17 +90,19 @@ def check_options(epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0
         epochs=number(epochs, "epochs", low=1, integer=True),
         batch_size=number(batch_size, "batch_size", low=1, integer=True, allow_none=True),
         lr=number(lr, "lr", low=0, low_open=True),
-        optimizer=checks.check_choice(optimizer, "optimizer", OPTIMIZERS),
+        optimizer=checks.check_choice(optimizer, "optimizer", OPTIMIZERS + ("lbfgs",)),
         momentum=number(momentum, "momentum", low=0, high=1, high_open=True),
         weight_decay=number(weight_decay, "weight_decay", low=0),
         dropout=number(dropout, "dropout", low=0, high=1, high_open=True),
+        input_noise=number(input_noise, "input_noise", low=0),
         validation_split=number(validation_split, "validation_split", low=0, high=1,
                                 high_open=True),
         early_stopping=number(early_stopping, "early_stopping", low=1, integer=True,
                               allow_none=True),
         shuffle=bool(shuffle),
         verbose=number(verbose, "verbose", low=0, high=2, integer=True),
-        callbacks=callbacks)
+        callbacks=callbacks,
+        precision=checks.check_choice(precision, "precision", PRECISIONS))
     if validation_data is not None and options.validation_split:
         raise ValueError("give validation_data or validation_split, not both")
     has_validation = validation_data is not None or options.validation_split > 0
@@ -101,13 +116,16 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     """Train ``net`` on ``(X, y)``; returns the :class:`History`.
 
     Options (all validated before the model is touched): ``epochs=10``, ``batch_size=32``
-    (``None`` for full batch), ``lr=0.01``, ``optimizer='sgd'|'momentum'|'adam'``,
+    (``None`` for full batch), ``lr=0.01``, ``optimizer='sgd'|'momentum'|'adam'|'lbfgs'``
+    (L-BFGS: full batch, ``epochs`` iterations, SciPy's driver; see :mod:`fastbp.lbfgs`),
     ``momentum=0.9``, ``weight_decay=0.0`` (L2, biases excluded), ``dropout=0.0`` (inverted
-    dropout on hidden units), ``validation_data=(X_val, y_val)`` or ``validation_split``
+    dropout on hidden units), ``input_noise=0.0`` (std of Gaussian noise added to each
+    training batch's inputs), ``validation_data=(X_val, y_val)`` or ``validation_split``
     (a seeded random fraction held out), ``early_stopping=None`` (patience in epochs on the
     validation loss; the best weights are restored), ``shuffle=True``, ``verbose=1`` (0 silent,
     1 progress bar and a line per epoch, 2 lines only), ``callbacks`` (``f(epoch, logs)``;
-    returning True stops training).
+    returning True stops training), ``precision='highest'|'tf32'`` (TF32 tensor-core GEMMs
+    for float32 on the cupy backend; float32 stays exact by default).
 
     ``checkpoint="run.ckpt"`` writes a checkpoint atomically after every epoch and, on Ctrl-C
     or SIGTERM, after the step in flight; ``resume=True`` continues from it (a missing file
@@ -119,21 +137,35 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     """
     opts = check_options(validation_data=validation_data, **options)
     check_checkpoint(checkpoint, resume)
+    check_backend_options(opts, net.backend, checkpoint, distributed)
     comm = make_communicator(distributed, net.backend)
     if comm is not None:
         start_identically(net, comm)
         opts.verbose = opts.verbose if comm.rank == 0 else 0
     X, Y, val = split_data(net, X, y, validation_data, opts.validation_split)
-    if net.config["standardize"] and net.standardizer is None:
-        from .data import Standardizer
-
-        net.standardizer = Standardizer().fit(X)
-    if net.standardizer is not None:
-        X = net.standardizer.transform(X)
-        val = val and (net.standardizer.transform(val[0]), val[1])
+    net.fit_preprocessor(X)
+    if net.preprocessor is not None:
+        X = net.preprocessor.transform(X)
+        val = val and (net.preprocessor.transform(val[0]), val[1])
+    if opts.optimizer == "lbfgs":
+        return LbfgsTrainer(net, opts, X, Y, val).run()
     trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
                else Trainer(net, opts, X, Y, val))
     return trainer.run(checkpoint, resume)
+
+
+def check_backend_options(opts, backend, checkpoint, distributed):
+    """Options that depend on the backend, or exclude each other."""
+    if opts.precision not in backend.precisions:
+        raise ValueError(f"precision={opts.precision!r} is not offered by backend "
+                         f"{backend.name!r} (it offers {list(backend.precisions)})")
+    if opts.optimizer == "lbfgs":
+        clashes = {"dropout": opts.dropout > 0, "input_noise": opts.input_noise > 0,
+                   "checkpoint": checkpoint is not None, "distributed": distributed is not None}
+        named = [name for name, clash in clashes.items() if clash]
+        if named:
+            raise ValueError(f"optimizer='lbfgs' is full-batch and deterministic; it does not "
+                             f"combine with {', '.join(named)}")
 
 
 def check_checkpoint(checkpoint, resume):
@@ -180,13 +212,21 @@ class Trainer:
         self.batch_size = min(opts.batch_size or self.n, self.n)
         self.X, self.Y = self.place_data(X, Y)
         self.val = val
-        self.optimizer = make_optimizer(opts.optimizer, be, net.n_params, net.dtype, opts.lr,
-                                        opts.momentum)
+        self.optimizer = self.make_optimizer()
         self.loss_acc = be.zeros((1,), net.dtype)
         self.last_good = be.empty((net.n_params,), net.dtype)
         self.best = None
         self.batches: dict[int, tuple] = {}
         self.history = History()
+        self.clock = be.step_clock()
+        self.runners: dict[int, object] = {}
+        self.noise_buffers: dict[int, object] = {}
+        self.current = None
+
+    def make_optimizer(self):
+        net, opts = self.net, self.opts
+        return make_optimizer(opts.optimizer, self.backend, net.n_params, net.dtype, opts.lr,
+                              opts.momentum)
 
     def place_data(self, X, Y):
         """The training set on the device, where every batch is gathered from."""
@@ -200,6 +240,8 @@ class Trainer:
         opts, net = self.opts, self.net
         position = checkpoint_load(checkpoint, self) if resume else Position(0)
         net.set_dropout(opts.dropout)
+        precision = self.backend.precision
+        self.backend.set_precision(opts.precision)
         bar = tqdm(total=opts.epochs * self.steps_per_epoch, unit="step", leave=False,
                    initial=position.epoch * self.steps_per_epoch
                    + position.next_row // self.batch_size,
@@ -210,6 +252,7 @@ class Trainer:
         finally:
             bar.close()
             net.set_dropout(0.0)
+            self.backend.set_precision(precision)
         if self.best is not None:
             self.backend.copy(self.best, net.params)
         return self.history
@@ -280,20 +323,46 @@ class Trainer:
         self.backend.copy(self.backend.asarray([value], self.net.dtype), self.loss_acc)
 
     def step(self, order, lo, hi):
-        """One minibatch: forward, backward, update."""
-        net = self.net
-        Xb, Yb = self.batch(order, lo, hi)
-        net.forward_device(Xb, training=True)
-        net.backward_device(Yb, 1.0 / (hi - lo), self.opts.weight_decay, self.loss_acc)
-        self.optimizer.step(net.params, net.grads)
+        """One minibatch: gather it, then forward, backward, update through the step runner
+        (on a GPU, a CUDA graph replayed for every batch of this size)."""
+        self.current = self.noisy(*self.batch(order, lo, hi))
+        self.optimizer.advance()
+        self.runner(hi - lo)()
+
+    def noisy(self, Xb, Yb):
+        """The batch with ``input_noise`` Gaussian noise added to its inputs (into a buffer of
+        its own: ``Xb`` may be a view of the training set)."""
+        if not self.opts.input_noise:
+            return Xb, Yb
+        n = Xb.shape[0]
+        if n not in self.noise_buffers:
+            self.noise_buffers[n] = self.backend.empty(Xb.shape, self.net.dtype)
+        noisy = self.backend.gaussian_noise(Xb, self.net.rng, self.opts.input_noise,
+                                            self.noise_buffers[n])
+        return noisy, Yb
+
+    def runner(self, n):
+        """The backend's runner of one training step on a batch of ``n`` rows."""
+        if n not in self.runners:
+            net, opts = self.net, self.opts
+
+            def compute():
+                Xb, Yb = self.current
+                net.forward_device(Xb, training=True)
+                net.backward_device(Yb, 1.0 / n, opts.weight_decay, self.loss_acc)
+                self.optimizer.apply(net.params, net.grads)
+
+            self.runners[n] = self.backend.step_runner(compute, self.clock)
+        return self.runners[n]
 
     def epoch_loss(self) -> float:
         """``mean_i L_i`` over the epoch plus the weight-decay penalty (one device read)."""
         return self.loss_so_far() / self.n + self.net.penalty(self.opts.weight_decay)
 
     def batch(self, order, lo, hi):
-        """Rows ``lo:hi`` of the (shuffled) training set on the device."""
-        if order is None:
+        """Rows ``lo:hi`` of the (shuffled) training set on the device: views when the order
+        is kept, unless the backend replays captured steps, which need fixed buffers."""
+        if order is None and not self.backend.captures_steps:
             return self.X[lo:hi], self.Y[lo:hi]
         n = hi - lo
         if n not in self.batches:
@@ -301,9 +370,12 @@ class Trainer:
             self.batches[n] = (be.empty((n, self.X.shape[1]), net.dtype),
                                be.empty((n, self.Y.shape[1]), net.dtype))
         Xb, Yb = self.batches[n]
-        index = order[lo:hi]
-        self.backend.take_rows(self.X, index, Xb)
-        self.backend.take_rows(self.Y, index, Yb)
+        if order is None:
+            self.backend.copy(self.X[lo:hi], Xb)
+            self.backend.copy(self.Y[lo:hi], Yb)
+        else:
+            self.backend.take_rows(self.X, order[lo:hi], Xb)
+            self.backend.take_rows(self.Y, order[lo:hi], Yb)
         return Xb, Yb
 
     def validate(self) -> dict:
@@ -353,6 +425,33 @@ class Trainer:
         return stop
 
 
+class LbfgsTrainer(Trainer):
+    """Full-batch L-BFGS on the flat parameter vector (SciPy drives; the backend evaluates
+    ``J`` and ``dJ/dtheta``); one History entry per iteration."""
+
+    def make_optimizer(self):
+        return None  # SciPy's L-BFGS-B keeps its own state
+
+    def run(self, checkpoint=None, resume=False) -> History:
+        from .lbfgs import lbfgs_minimize
+
+        self.start = time.perf_counter()
+        lbfgs_minimize(self.net, self.X, self.Y, self.opts.weight_decay,
+                       max_iter=self.opts.epochs, callback=self.iteration)
+        if self.best is not None:
+            self.backend.copy(self.best, self.net.params)
+        return self.history
+
+    def iteration(self, iteration, logs) -> bool:
+        """After each L-BFGS iteration: validate, record, print, early-stop or callbacks."""
+        logs = {**logs, **self.validate(), "seconds": time.perf_counter() - self.start}
+        self.start = time.perf_counter()
+        self.record(iteration, logs)
+        if self.opts.verbose:
+            print(format_logs(iteration, self.opts.epochs, logs, self.net.task))
+        return self.should_stop(iteration, logs)
+
+
 class DistributedTrainer(Trainer):
     """Data parallel: each rank computes its slice of every global batch, one in-place
     all-reduce of the flat gradient vector per step, the same update everywhere.
@@ -389,7 +488,7 @@ class DistributedTrainer(Trainer):
         net, comm = self.net, self.comm
         my_lo, my_hi = rank_slice(lo, hi, comm.rank, comm.size)
         if my_hi > my_lo:
-            Xb, Yb = self.batch(order, my_lo, my_hi)
+            Xb, Yb = self.noisy(*self.batch(order, my_lo, my_hi))
             net.forward_device(Xb, training=True, rng=self.mask_rng)
             decay = self.opts.weight_decay if comm.rank == comm.size - 1 else 0.0
             net.backward_device(Yb, 1.0 / (hi - lo), decay, self.loss_acc)

@@ -263,6 +263,10 @@ class CupyBackend(KernelBackend):
     #: GEMM precision: "highest" (IEEE in the arrays' dtype) or "tf32" (float32 GEMMs on TF32
     #: tensor cores: 10-bit mantissa products, float32 accumulation)
     precision = "highest"
+    #: "tf32": float32 GEMMs on TF32 tensor cores (float64 GEMMs, and cupy-sim's NumPy GEMMs,
+    #: stay as they are)
+    precisions = ("highest", "tf32")
+    captures_steps = True
 
     def __init__(self):
         import cupy
@@ -352,13 +356,6 @@ class CupyBackend(KernelBackend):
             with _cublas_compute_type(np.float32, "TF32"):
                 return self.xp.matmul(a, b, out=out)
         return self.xp.matmul(a, b, out=out)
-
-    def set_precision(self, precision):
-        """``"highest"`` (default) or ``"tf32"``: float32 GEMMs on TF32 tensor cores (float64
-        GEMMs, and ``cupy-sim``'s NumPy GEMMs, stay as they are)."""
-        if precision not in ("highest", "tf32"):
-            raise ValueError(f"precision must be 'highest' or 'tf32', got {precision!r}")
-        self.precision = precision
 
     # -- the core: what the reference returns, this backend keeps on the device -------------
     def output_delta_loss(self, z, a, y, loss, act, alpha, scale, delta_out, loss_acc):
@@ -551,6 +548,8 @@ class CupySimBackend(CupyBackend):
         """Simulated kernels run synchronously."""
 
     matmul = KernelBackend.matmul
+
+    captures_steps = False
 
     def step_runner(self, step_fn, clock):
         """The simulator has no CUDA graphs: every call runs the step eagerly, on the clock."""
