@@ -11,13 +11,14 @@ import sys
 
 import numpy as np
 
-from . import __version__, data
+from . import __version__, data, diagnostics
 from .activations import HIDDEN_NAMES, NAMES as ACTIVATION_NAMES
 from .backend import backend_names, probe
 from .distributed import launcher_rank
 from .init import INITS
 from .losses import LOSSES
 from .optim import OPTIMIZERS
+from .preprocess import PREPROCESSORS
 
 #: output activation and loss for each kind of task, unless --output / --loss say otherwise
 TASK_DEFAULTS = {
@@ -73,8 +74,11 @@ def add_model_flags(p):
     g.add_argument("--init-scale", type=float, help="std (normal) or bound (uniform)")
     g.add_argument("--leaky-slope", type=float, default=0.01, help="leaky_relu slope (0.01)")
     g.add_argument("--elu-alpha", type=float, default=1.0, help="elu alpha (1.0)")
-    g.add_argument("--no-standardize", action="store_true",
-                   help="do not standardise features (default: fit mean/std on training data)")
+    g.add_argument("--preprocess", choices=["none", *PREPROCESSORS], default="standardize",
+                   help="feature preprocessing fitted on the training data: standardize "
+                   "(default), pca or zca whitening, none")
+    g.add_argument("--maxout-pieces", type=int, default=2, help="linear pieces per maxout unit")
+    g.add_argument("--prelu-init", type=float, default=0.25, help="initial PReLU slope")
     g.add_argument("--backend", default="auto", choices=["auto"] + backend_names(),
                    help="array backend (default: auto)")
     g.add_argument("--dtype", choices=["float32", "float64"], default="float32")
@@ -87,10 +91,17 @@ def add_fit_flags(p):
     g.add_argument("--batch-size", type=batch_size, default=32,
                    help="minibatch size, or 'full' (default: 32)")
     g.add_argument("--lr", type=float, default=0.005, help="learning rate (default: 0.005)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam", help="(default: adam)")
+    g.add_argument("--optimizer", choices=[*OPTIMIZERS, "lbfgs"], default="adam",
+                   help="(default: adam; lbfgs: full batch, --epochs iterations)")
     g.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
     g.add_argument("--weight-decay", type=float, default=1e-4, help="L2 lambda (default: 1e-4)")
     g.add_argument("--dropout", type=float, default=0.0, help="hidden-unit drop probability")
+    g.add_argument("--input-noise", type=float, default=0.0, metavar="SIGMA",
+                   help="std of Gaussian noise added to training inputs")
+    g.add_argument("--precision", choices=["highest", "tf32"], default="highest",
+                   help="GEMM precision (tf32: TF32 tensor cores, cupy backend only)")
+    g.add_argument("--plot", metavar="CURVES.png",
+                   help="write the training and validation cost per epoch to this figure")
     g.add_argument("--validation-split", type=float, default=0.1,
                    help="fraction of the training data held out for validation (default: 0.1)")
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE",
@@ -135,6 +146,12 @@ def build_parser() -> Parser:
     predict.add_argument("--proba", action="store_true", help="write class probabilities")
     predict.add_argument("--backend", default="auto", choices=["auto"] + backend_names())
 
+    diagnose = sub.add_parser(
+        "diagnose", help="rerun the notes' initialisation experiment",
+        description="Push unit-Gaussian input through a deep stack of layers and print the "
+        "mean and std of every layer's activations; optionally plot their histograms.")
+    diagnostics.configure_parser(diagnose)
+
     sub.add_parser("info", help="backends usable here, versions, BLAS and threads",
                    description="Print each backend, whether it is usable here and why not, "
                    "the versions, the BLAS in use and its thread count.")
@@ -155,20 +172,25 @@ def run_train(args):
               output=output, loss=loss, init=args.init, init_scale=args.init_scale,
               backend=args.backend, dtype=args.dtype, seed=args.seed,
               leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha,
-              standardize=not args.no_standardize)
+              preprocess=None if args.preprocess == "none" else args.preprocess,
+              maxout_pieces=args.maxout_pieces, prelu_init=args.prelu_init)
     say = (lambda *a: None) if args.quiet or launcher_rank() else print
     say(f"data: {ds.name} ({ds.task}), {len(X_train)} train / {len(X_test)} test samples, "
         f"{ds.X.shape[1]} features")
     say(f"backend: {net.backend.name} ({net.backend.reason})")
     say(f"model: {net}")
-    net.fit(X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-            optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
-            dropout=args.dropout, validation_split=args.validation_split or 0.0,
-            early_stopping=args.early_stopping, shuffle=not args.no_shuffle,
-            verbose=0 if args.quiet else 1, checkpoint=args.checkpoint, resume=args.resume,
-            distributed=args.distributed)
+    history = net.fit(
+        X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
+        dropout=args.dropout, input_noise=args.input_noise, precision=args.precision,
+        validation_split=args.validation_split or 0.0, early_stopping=args.early_stopping,
+        shuffle=not args.no_shuffle, verbose=0 if args.quiet else 1,
+        checkpoint=args.checkpoint, resume=args.resume, distributed=args.distributed)
     if launcher_rank():
         return  # only rank 0 reports and saves
+    if args.plot:
+        history.plot(args.plot)
+        say(f"wrote training curves to {args.plot}")
     metric = "R^2" if net.task == "regression" else "accuracy"
     print(f"test {metric}: {net.score(X_test, y_test):.4f}")
     if args.save:
@@ -229,7 +251,8 @@ def blas_lines() -> list[str]:
     return lines or ["BLAS: none found"]
 
 
-COMMANDS = {"train": run_train, "predict": run_predict, "info": run_info}
+COMMANDS = {"train": run_train, "predict": run_predict, "info": run_info,
+            "diagnose": diagnostics.run}
 
 
 def main(argv=None) -> int:

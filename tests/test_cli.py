@@ -87,6 +87,8 @@ def test_help_is_complete(command, capsys):
     ["train", "--lr", "-1"],
     ["train", "--hidden", "a,b"],
     ["train", "--optimizer", "lbfgs2"],
+    ["train", "--precision", "tf32", "--backend", "numpy"],
+    ["train", "--optimizer", "lbfgs", "--dropout", "0.5"],
     ["train", "no-such-set"],
     ["train", "--backend", "tpu"],
     ["train", "--loss", "binary_cross_entropy"],
@@ -98,3 +100,21 @@ def test_bad_flags_are_one_line_errors(args, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "error" in err and "Traceback" not in err
+
+
+def test_train_plot_and_course_options(tmp_path, capsys):
+    curves = tmp_path / "curves.png"
+    assert main(["train", "iris", "--epochs", "3", "--quiet", "--plot", str(curves),
+                 "--activation", "prelu", "--input-noise", "0.05", "--preprocess", "zca",
+                 "--backend", "numpy"]) == 0
+    assert curves.stat().st_size > 10_000
+    assert main(["train", "iris", "--optimizer", "lbfgs", "--epochs", "5", "--quiet",
+                 "--backend", "numpy"]) == 0
+    assert capsys.readouterr().out.count("test accuracy") == 2
+
+
+def test_diagnose_prints_the_per_layer_table(capsys):
+    assert main(["diagnose", "--layers", "3", "--width", "20", "--activation", "tanh",
+                 "--init", "normal", "--init-scale", "1.0"]) == 0
+    out = capsys.readouterr().out
+    assert "layer" in out and "std" in out and len(out.splitlines()) >= 5
