@@ -14,6 +14,8 @@ import numpy as np
 from . import __version__, data, diagnostics
 from .activations import HIDDEN_NAMES, NAMES as ACTIVATION_NAMES
 from .backend import backend_names, probe
+from .bench import configure_parser as configure_bench
+from .bench import run as run_bench
 from .distributed import launcher_rank
 from .init import INITS
 from .losses import LOSSES
@@ -146,6 +148,12 @@ def build_parser() -> Parser:
     predict.add_argument("--proba", action="store_true", help="write class probabilities")
     predict.add_argument("--backend", default="auto", choices=["auto"] + backend_names())
 
+    bench = sub.add_parser(
+        "bench", help="compare the backends on identical training steps",
+        description="Time training steps through fit on every usable backend (interleaved), "
+        "against the GEMM floor and optionally PyTorch; print a table, write JSON and plots.")
+    configure_bench(bench)
+
     diagnose = sub.add_parser(
         "diagnose", help="rerun the notes' initialisation experiment",
         description="Push unit-Gaussian input through a deep stack of layers and print the "
@@ -252,7 +260,7 @@ def blas_lines() -> list[str]:
 
 
 COMMANDS = {"train": run_train, "predict": run_predict, "info": run_info,
-            "diagnose": diagnostics.run}
+            "diagnose": diagnostics.run, "bench": run_bench}
 
 
 def main(argv=None) -> int:
