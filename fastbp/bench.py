@@ -623,7 +623,7 @@ def start_torch(plan) -> TorchWorker | None:
     if not plan.torch:
         return None
     if importlib.util.find_spec("torch") is None:
-        plan.skipped["torch"] = f"PyTorch is not installed ({EXTRA_HINT})"
+        plan.skipped["torch"] = "PyTorch is not installed (pip install torch)"
         return None
     blas_threads = [p["num_threads"] for p in numpy_blas()]
     try:
