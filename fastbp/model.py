@@ -58,7 +58,7 @@ class MLP:
             maxout_pieces=checks.check_number(maxout_pieces, "maxout_pieces", low=2,
                                               integer=True),
             prelu_init=checks.check_number(prelu_init, "prelu_init"),
-            preprocess=preprocess, standardize=preprocess == "standardize")
+            preprocess=preprocess)
         self.hidden = self._hidden_activations(activation)
         self.output = make_activation(output, where="output", leaky_slope=leaky_slope,
                                       elu_alpha=elu_alpha)

@@ -142,7 +142,7 @@ def test_torch_column(capsys):
 def test_compare_torch_without_torch_skips_it(monkeypatch, capsys):
     hide_module(monkeypatch, "torch")
     bench.run(bench_args(*TINY, "--backends", "numpy", "--compare-torch"))
-    assert "skipped torch: PyTorch is not installed (pip install 'fastbp[bench]')" in \
+    assert "skipped torch: PyTorch is not installed (pip install torch)" in \
         capsys.readouterr().out
 
 
