@@ -188,6 +188,10 @@ class Backend:
                              f"got {precision!r}")
         self.precision = precision
 
+    def device_memory_free(self):
+        """Free bytes on the device, or None for host-memory backends (no separate device)."""
+        return None
+
     def step_clock(self):
         """A device step counter shared by one training run's step runners (GPU backends)."""
         return None

@@ -21,6 +21,9 @@ from .checkpoint import save as checkpoint_save
 from .distributed import make_communicator, rank_slice
 from .optim import OPTIMIZERS, make_optimizer
 
+#: a training set that would take more than this share of the device's free memory stays on
+#: the host and is streamed to the device batch by batch
+DEVICE_SHARE = 0.5
 #: GEMM precisions a fit may ask for ("tf32": float32 GEMMs on TF32 tensor cores, GPU only)
 PRECISIONS = ("highest", "tf32")
 
@@ -229,7 +232,14 @@ class Trainer:
                               opts.momentum)
 
     def place_data(self, X, Y):
-        """The training set on the device, where every batch is gathered from."""
+        """The training set on the device, where every batch is gathered from -- unless it
+        would take more than :data:`DEVICE_SHARE` of the device's free memory: then it stays on
+        the host and each batch is gathered there and copied over (:meth:`batch`)."""
+        free = self.backend.device_memory_free()
+        itemsize = 4 if self.net.dtype == "float32" else 8
+        self.streamed = free is not None and (X.size + Y.size) * itemsize > DEVICE_SHARE * free
+        if self.streamed:
+            return X, Y
         return self.backend.asarray(X, self.net.dtype), self.backend.asarray(Y, self.net.dtype)
 
     @property
@@ -308,8 +318,11 @@ class Trainer:
         return logs
 
     def index(self, order):
-        """The shuffle order where :meth:`batch` reads it (on the device)."""
-        return None if order is None else self.backend.asindex(order)
+        """The shuffle order where :meth:`batch` reads it (on the device, or on the host when
+        the data are streamed)."""
+        if order is None or self.streamed:
+            return order
+        return self.backend.asindex(order)
 
     def stop_requested(self, stop) -> bool:
         return stop.signum is not None
@@ -362,21 +375,28 @@ class Trainer:
     def batch(self, order, lo, hi):
         """Rows ``lo:hi`` of the (shuffled) training set on the device: views when the order
         is kept, unless the backend replays captured steps, which need fixed buffers."""
-        if order is None and not self.backend.captures_steps:
+        if order is None and not self.backend.captures_steps and not self.streamed:
             return self.X[lo:hi], self.Y[lo:hi]
-        n = hi - lo
-        if n not in self.batches:
-            be, net = self.backend, self.net
-            self.batches[n] = (be.empty((n, self.X.shape[1]), net.dtype),
-                               be.empty((n, self.Y.shape[1]), net.dtype))
-        Xb, Yb = self.batches[n]
-        if order is None:
+        Xb, Yb = self.batch_buffers(hi - lo)
+        if self.streamed:  # gather on the host, one copy to the device
+            rows = slice(lo, hi) if order is None else order[lo:hi]
+            self.backend.copy(self.backend.asarray(self.X[rows], self.net.dtype), Xb)
+            self.backend.copy(self.backend.asarray(self.Y[rows], self.net.dtype), Yb)
+        elif order is None:
             self.backend.copy(self.X[lo:hi], Xb)
             self.backend.copy(self.Y[lo:hi], Yb)
         else:
             self.backend.take_rows(self.X, order[lo:hi], Xb)
             self.backend.take_rows(self.Y, order[lo:hi], Yb)
         return Xb, Yb
+
+    def batch_buffers(self, n):
+        """The fixed device buffers of a batch of ``n`` rows."""
+        if n not in self.batches:
+            be, net = self.backend, self.net
+            self.batches[n] = (be.empty((n, self.X.shape[1]), net.dtype),
+                               be.empty((n, self.Y.shape[1]), net.dtype))
+        return self.batches[n]
 
     def validate(self) -> dict:
         """Validation loss and score (accuracy, or R^2 for regression), if there is a set."""
@@ -470,19 +490,12 @@ class DistributedTrainer(Trainer):
         self.mask_rng = type(net.rng)(net.rng.bit_generator.jumped(comm.rank + 1))
 
     def place_data(self, X, Y):
+        self.streamed = True
         return X, Y
 
     @property
     def is_writer(self) -> bool:
         return self.comm.rank == 0
-
-    def index(self, order):
-        return order
-
-    def batch(self, order, lo, hi):
-        rows = slice(lo, hi) if order is None else order[lo:hi]
-        be, dtype = self.backend, self.net.dtype
-        return be.asarray(self.X[rows], dtype), be.asarray(self.Y[rows], dtype)
 
     def step(self, order, lo, hi):
         net, comm = self.net, self.comm

@@ -166,3 +166,23 @@ def test_progress_bar_and_epoch_lines(capsys):
     err = capsys.readouterr()
     text = err.out + err.err
     assert "epoch 1/2" in text and "val_acc" in text and "step" in text
+
+
+@pytest.mark.parametrize("backend", usable_backends())
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_training_set_too_big_for_the_device_streams_to_the_same_model(
+        backend, shuffle, monkeypatch):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 4)), rng.integers(0, 3, 50)
+
+    def train():
+        net = fastbp.MLP([4, 6, 3], backend=backend, dtype="float64", seed=0)
+        net.fit(X, y, epochs=2, batch_size=16, lr=0.1, optimizer="momentum", shuffle=shuffle,
+                verbose=0)
+        return net.get_flat_params()
+
+    resident = train()
+    be = fastbp.get_backend(backend)
+    monkeypatch.setattr(type(be), "device_memory_free", lambda self: 1024)  # 1 KiB free
+    streamed = train()
+    np.testing.assert_allclose(streamed, resident, rtol=1e-12)

@@ -398,6 +398,11 @@ class CupyBackend(KernelBackend):
                 raise
             return stream.end_capture()
 
+    def device_memory_free(self):
+        """Free device memory plus what CuPy's pool holds free for reuse."""
+        pool = self.xp.get_default_memory_pool()
+        return self.xp.cuda.Device().mem_info[0] + pool.free_bytes()
+
     def describe(self):
         device = self.xp.cuda.Device()
         props = self.xp.cuda.runtime.getDeviceProperties(device.id)
@@ -514,6 +519,7 @@ class CupySimBackend(CupyBackend):
     """:class:`CupyBackend` on NumPy arrays, its kernels run by Numba's CUDA simulator (tests)."""
 
     name = "cupy-sim"
+    device_memory_free = KernelBackend.device_memory_free  # host memory: no device to fill
 
     def __init__(self):
         usable, reason = probe_sim()
