@@ -291,15 +291,21 @@ class MLP:
         """``J = mean_i L_i + (weight_decay/2) sum_l ||W_l||^2`` on host data."""
         weight_decay = checks.check_number(weight_decay, "weight_decay", low=0)
         X = self.prepare(X)
-        Y = self.targets(y, X.shape[0])
-        total = 0.0
+        total, _ = self.evaluate(X, self.targets(y, X.shape[0]))
+        return total / X.shape[0] + self.penalty(weight_decay)
+
+    def evaluate(self, X, Y):
+        """``(sum_i L_i, outputs a_L)`` on prepared host features and a target matrix,
+        chunk by chunk."""
+        outputs, total = [], 0.0
         for start, stop, Xc in self._chunks(X):
             self.forward_device(Xc)
             top = self.layers[-1]
             Yc = self.backend.asarray(Y[start:stop], self.dtype)
             total += self.backend.scalar(
                 self.backend.loss_sum(top.z, top.a, Yc, self.loss_fn.code))
-        return total / X.shape[0] + self.penalty(weight_decay)
+            outputs.append(self.backend.to_numpy(top.a).copy())
+        return total, host.concat_rows(outputs)
 
     def gradients(self, X, y, weight_decay=0.0):
         """``[(dJ/dW_l, dJ/db_l), ...]`` of the full-batch cost on host data (NumPy), in the
