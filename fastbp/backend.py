@@ -70,6 +70,12 @@ class Backend:
         """Gather ``out = x[index]`` (a minibatch); ``index`` comes from :meth:`asindex`."""
         raise NotImplementedError
 
+    def upload_rows(self, host, rows, out):
+        """``out[...] = host[rows]``: rows of a host array (a streamed batch; ``rows`` a slice
+        or an index array) into the device buffer ``out``; returns ``out``."""
+        self.copy(self.asarray(host[rows], out.dtype), out)
+        return out
+
     def asindex(self, index):
         """Put a host integer index array (a shuffle order) on the device."""
         raise NotImplementedError

@@ -24,6 +24,9 @@ MODES = ("auto", "mpi", "nccl")
 LAUNCHER_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS",
                            "SLURM_NTASKS")
 LAUNCHER_RANK_VARIABLES = ("PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "SLURM_PROCID")
+#: ... and the rank among the processes on this machine (MPICH/Hydra, Open MPI, Slurm, torchrun)
+LAUNCHER_LOCAL_RANK_VARIABLES = ("MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
+                                 "LOCAL_RANK")
 
 
 class Communicator:
@@ -82,14 +85,20 @@ class MPICommunicator(Communicator):
 class NCCLCommunicator(MPICommunicator):
     """NCCL all-reduce and broadcast on the device buffers, on CuPy's current stream (so they
     can be captured in a CUDA graph); MPI only bootstraps the NCCL id and moves host objects.
-    One rank per GPU: rank r uses device ``r % device count``."""
+    One rank per GPU: the rank of local rank r uses device ``r % device count``."""
 
     def __init__(self, backend):
         super().__init__(backend)
         import cupy
         from cupy.cuda import nccl
 
-        cupy.cuda.Device(self.rank % cupy.cuda.runtime.getDeviceCount()).use()
+        if not nccl.available:
+            raise RuntimeError(
+                "distributed='nccl': CuPy finds no NCCL library (cupy.cuda.nccl.available is False): install NCCL "
+                "where CuPy loads it, e.g. `python -m cupyx.tools.install_library --library "
+                "nccl --cuda 12.x`, or use distributed='mpi'")
+        # the device was chosen from the launcher's local rank when the backend was created
+        # (fastbp.distributed.device_for_rank), before any parameter was placed on it
         uid = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)
         self.cupy, self.nccl = cupy, nccl
         self.nccl_comm = nccl.NcclCommunicator(self.size, uid, self.rank)
@@ -157,7 +166,25 @@ def launcher_rank() -> int:
     return first_number(LAUNCHER_RANK_VARIABLES, default=0)
 
 
-def first_number(names, default: int) -> int:
+def launcher_local_rank() -> int | None:
+    """This process's rank on its machine as the launcher announced it (the world rank where a
+    launcher gives only that); None outside a launcher."""
+    local = first_number(LAUNCHER_LOCAL_RANK_VARIABLES, default=None)
+    if local is not None:
+        return local
+    return first_number(LAUNCHER_RANK_VARIABLES, default=None)
+
+
+def device_for_rank(local_rank: int | None, count: int, current: int) -> int:
+    """The GPU a rank uses: ``local_rank % count`` (one rank per GPU, in order; a launcher that
+    shows each rank one GPU gives ``count == 1``: device 0); outside a launcher the ``current``
+    device (as the user chose it)."""
+    if count < 1:
+        raise RuntimeError("no CUDA GPU answers: CuPy sees 0 devices")
+    return current if local_rank is None else local_rank % count
+
+
+def first_number(names, default):
     for name in names:
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])

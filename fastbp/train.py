@@ -380,8 +380,8 @@ class Trainer:
         Xb, Yb = self.batch_buffers(hi - lo)
         if self.streamed:  # gather on the host, one copy to the device
             rows = slice(lo, hi) if order is None else order[lo:hi]
-            self.backend.copy(self.backend.asarray(self.X[rows], self.net.dtype), Xb)
-            self.backend.copy(self.backend.asarray(self.Y[rows], self.net.dtype), Yb)
+            self.backend.upload_rows(self.X, rows, Xb)
+            self.backend.upload_rows(self.Y, rows, Yb)
         elif order is None:
             self.backend.copy(self.X[lo:hi], Xb)
             self.backend.copy(self.Y[lo:hi], Yb)

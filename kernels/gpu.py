@@ -3,12 +3,18 @@
 The per-element maths comes from :mod:`fastbp.kernels.scalar`; this module adds the parallel
 structure. Three launch shapes cover every pass:
 
-* **elementwise** (1-D grid, grid-stride loop over the flattened array): bias + activation,
-  derivative x propagated error, weight decay, dropout masks, batch gather, optimizer updates;
+* **elementwise** (1-D grid, grid-stride loop over a flat, C-contiguous view): derivative x
+  propagated error, weight decay, dropout masks, input noise, optimizer updates;
+* **matrix** (2-D grid: ``x`` over the columns of a row, ``y`` grid-stride over rows):
+  bias + activation, batch gather, bf16 rounding (a row index and a column index, so no thread
+  divides a 64-bit flat index, which costs dozens of instructions on a GPU; the column loop is a
+  ``while``, since a ``range`` divides once to count its trips, and here once per row);
 * **row blocks** (one block of ``blockDim.x <= ROW_THREADS`` threads per row, grid-stride over
   rows, tree reductions in shared memory): softmax forward and the output delta with its loss;
-* **column tiles** (blocks of ``(tx, ty) <= (TILE_COLS, TILE_ROWS)`` threads): the bias gradient
-  ``db = sum over rows of delta`` as a parallel reduction, coalesced along the columns.
+* **column tiles** (blocks of ``(tx, ty) <= (TILE_COLS, TILE_ROWS)`` threads, a 2-D grid of
+  column tiles x row chunks): the bias gradient ``db = sum over rows of delta`` as a parallel
+  reduction, coalesced along the columns, in two deterministic passes (row-chunk partial sums,
+  then their sum) so that a 4096-row batch keeps every SM busy.
 
 Every kernel is correct for ANY grid and block size within those bounds (block sizes powers of
 two), which is what lets the CUDA simulator run them with a handful of threads while a GPU runs
@@ -57,6 +63,18 @@ _PHILOX_M0 = np.uint64(0xD2511F53)
 _PHILOX_M1 = np.uint64(0xCD9E8D57)
 _PHILOX_W0 = np.uint64(0x9E3779B9)
 _PHILOX_W1 = np.uint64(0xBB67AE85)
+_ZERO64 = np.uint64(0)
+_ONE64 = np.uint64(1)
+_TWO64 = np.uint64(2)
+#: 2^-31: a 32-bit Philox word times this, minus 1, is uniform in [-1, 1)
+_INV_2_31 = 2.0**-31
+# float32 bit patterns (as uint32) for the bf16 rounding
+_ABS32 = np.uint32(0x7FFFFFFF)
+_INF32 = np.uint32(0x7F800000)
+_SHIFT16 = np.uint32(16)
+_ONE32 = np.uint32(1)
+_HALF16 = np.uint32(0x7FFF)
+_QUIET16 = np.uint32(0x0040)
 
 
 # -- device helpers ------------------------------------------------------------------------
@@ -220,64 +238,109 @@ def philox_word(i, step, key0, key1):
     return c0
 
 
-# -- elementwise kernels (1-D grid, grid-stride over the flattened array) --------------------
+# -- matrix kernels (2-D grid: columns along x, rows grid-stride along y) ---------------------
+
+@cuda.jit(device=True)
+def matrix_cells():
+    """``(first row, row step, first column, column step)`` of this thread in a matrix launch."""
+    return (cuda.blockIdx.y, cuda.gridDim.y,
+            cuda.blockIdx.x * cuda.blockDim.x + cuda.threadIdx.x, cuda.gridDim.x * cuda.blockDim.x)
+
 
 @cuda.jit
 def bias_act(z, b, a, act, alpha):
     """``z += b`` (broadcast over rows), then ``a = g(z)`` elementwise."""
-    n = z.shape[1]
-    for k in range(cuda.grid(1), z.size, cuda.gridsize(1)):
-        r = k // n
-        j = k - r * n
-        v = z[r, j] + b[j]
-        z[r, j] = v
-        a[r, j] = scalar.activation(v, act, alpha)
+    r0, dr, j0, dj = matrix_cells()
+    for r in range(r0, z.shape[0], dr):
+        j = j0
+        while j < z.shape[1]:
+            v = z[r, j] + b[j]
+            z[r, j] = v
+            a[r, j] = scalar.activation(v, act, alpha)
+            j += dj
 
+
+@cuda.jit
+def take_rows(x, index, out):
+    """Gather ``out[i] = x[index[i]]``: a minibatch from the resident training set. A row whose
+    index is outside ``[0, len(x))`` is filled with NaN instead of read (memory stays safe and
+    the loss shows it)."""
+    r0, dr, j0, dj = matrix_cells()
+    nan = type(out[0, 0])(math.nan)
+    for r in range(r0, out.shape[0], dr):
+        src = index[r]
+        inside = 0 <= src < x.shape[0]
+        j = j0
+        while j < out.shape[1]:
+            out[r, j] = x[src, j] if inside else nan
+            j += dj
+
+
+@cuda.jit
+def to_bf16(bits, out):
+    """``out = bf16(x)`` from ``bits``, the float32 ``x`` viewed as uint32 (any strides): round to
+    nearest even on the upper 16 bits; a NaN stays a (quiet) NaN."""
+    r0, dr, j0, dj = matrix_cells()
+    for r in range(r0, out.shape[0], dr):
+        j = j0
+        while j < out.shape[1]:
+            u = bits[r, j]
+            if (u & _ABS32) > _INF32:
+                out[r, j] = (u >> _SHIFT16) | _QUIET16
+            else:
+                out[r, j] = (u + ((u >> _SHIFT16) & _ONE32) + _HALF16) >> _SHIFT16
+            j += dj
+
+
+# -- elementwise kernels (1-D grid, grid-stride over a flat C-contiguous view) ---------------
 
 @cuda.jit
 def act_backward(delta, z, a, mask, act, alpha, use_mask):
     """``delta *= mask * g'(z)`` in place (``mask`` read only when ``use_mask``)."""
-    n = delta.shape[1]
-    for k in range(cuda.grid(1), delta.size, cuda.gridsize(1)):
-        r = k // n
-        j = k - r * n
-        d = delta[r, j]
+    for i in range(cuda.grid(1), delta.size, cuda.gridsize(1)):
+        d = delta[i]
         if use_mask:
-            d *= mask[r, j]
-        delta[r, j] = d * scalar.activation_derivative(z[r, j], a[r, j], act, alpha)
+            d *= mask[i]
+        delta[i] = d * scalar.activation_derivative(z[i], a[i], act, alpha)
 
 
 @cuda.jit
 def add_weight_decay(dW, W, lam):
     """``dW += lam * W``: the gradient of ``lam/2 ||W||^2``."""
-    n = dW.shape[1]
-    for k in range(cuda.grid(1), dW.size, cuda.gridsize(1)):
-        r = k // n
-        j = k - r * n
-        dW[r, j] += lam * W[r, j]
-
-
-@cuda.jit
-def take_rows(x, index, out):
-    """Gather ``out[i] = x[index[i]]``: a minibatch from the resident training set."""
-    n = out.shape[1]
-    for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        r = k // n
-        j = k - r * n
-        out[r, j] = x[index[r], j]
+    for i in range(cuda.grid(1), dW.size, cuda.gridsize(1)):
+        dW[i] += lam * W[i]
 
 
 @cuda.jit
 def dropout_mask(out, threshold, scale, key0, key1, step):
     """``out[i] = scale if philox(i, step[0]) >= threshold else 0``: inverted dropout with
     ``threshold = ceil(p 2^32)``, ``scale = 1/(1-p)``."""
-    n = out.shape[1]
     s = np.uint64(step[0])
-    for k in range(cuda.grid(1), out.size, cuda.gridsize(1)):
-        r = k // n
-        j = k - r * n
-        keep = philox_word(np.uint64(k), s, key0, key1) >= threshold
-        out[r, j] = scale if keep else type(scale)(0)
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        keep = philox_word(np.uint64(i), s, key0, key1) >= threshold
+        out[i] = scale if keep else type(scale)(0)
+
+
+@cuda.jit
+def gaussian_noise(x, out, sigma, key0, key1):
+    """``out[i] = x[i] + sigma * e_i``, ``e_i ~ N(0, 1)`` by Marsaglia's polar method on the
+    Philox words of counters ``(i, 2t)`` and ``(i, 2t + 1)``, attempt ``t = 0, 1, ...``:
+    ``u, v`` uniform in [-1, 1), the first pair with ``0 < s = u^2 + v^2 < 1`` gives
+    ``e = u sqrt(-2 log(s) / s)`` (no cosine: libdevice's cosf computes in float64)."""
+    one = type(sigma)(1)
+    two = type(sigma)(2)
+    unit = type(sigma)(_INV_2_31)
+    for i in range(cuda.grid(1), out.size, cuda.gridsize(1)):
+        attempt = _ZERO64
+        s = two
+        u = type(sigma)(0)
+        while s >= one or s == 0:
+            u = type(sigma)(philox_word(np.uint64(i), attempt, key0, key1)) * unit - one
+            v = type(sigma)(philox_word(np.uint64(i), attempt + _ONE64, key0, key1)) * unit - one
+            s = u * u + v * v
+            attempt += _TWO64
+        e = u * type(sigma)(math.sqrt(-two * type(sigma)(math.log(s)) / s))
+        out[i] = x[i] + sigma * e
 
 
 @cuda.jit
@@ -388,19 +451,24 @@ def stripe_reduce(value, buf):
 
 @cuda.jit
 def column_sum(x, out):
-    """``out[j] = sum_i x[i, j]``: each block sums ``blockDim.x`` adjacent columns (coalesced
-    reads), each column split into ``blockDim.y`` row stripes combined in shared memory."""
+    """``out[c, j] = sum of x[i, j]`` over the rows ``i`` of chunk ``c = blockIdx.y`` (rows
+    ``c*blockDim.y + threadIdx.y``, stepping by ``gridDim.y * blockDim.y``): each block sums
+    ``blockDim.x`` adjacent columns (coalesced reads) of its chunk, the ``blockDim.y`` row
+    stripes combined in shared memory. With ``gridDim.y == 1`` that is the column sum itself;
+    with more, summing the rows of ``out`` again finishes it (deterministically: no atomics)."""
     buf = cuda.shared.array((TILE_ROWS, TILE_COLS), dtype=x.dtype)
     n = x.shape[1]
+    first_row = cuda.blockIdx.y * cuda.blockDim.y + cuda.threadIdx.y
+    row_step = cuda.gridDim.y * cuda.blockDim.y
     for j0 in range(cuda.blockIdx.x * cuda.blockDim.x, n, cuda.gridDim.x * cuda.blockDim.x):
         j = j0 + cuda.threadIdx.x
         part = type(x[0, 0])(0)
         if j < n:
-            for i in range(cuda.threadIdx.y, x.shape[0], cuda.blockDim.y):
+            for i in range(first_row, x.shape[0], row_step):
                 part += x[i, j]
         total = stripe_reduce(part, buf)
         if cuda.threadIdx.y == 0 and j < n:
-            out[j] = total
+            out[cuda.blockIdx.y, j] = total
 
 
 def signatures(dtype):
@@ -414,10 +482,12 @@ def signatures(dtype):
     i64, u64, counter = types.int64, types.uint64, types.int64[::1]
     return {
         "bias_act": (bias_act, (mat, vec, mat, i64, f)),
-        "act_backward": (act_backward, (mat, mat, mat, mat, i64, f, types.boolean)),
-        "add_weight_decay": (add_weight_decay, (mat, mat, f)),
+        "act_backward": (act_backward, (vec, vec, vec, vec, i64, f, types.boolean)),
+        "add_weight_decay": (add_weight_decay, (vec, vec, f)),
         "take_rows": (take_rows, (mat, types.int64[::1], mat)),
-        "dropout_mask": (dropout_mask, (mat, u64, f, u64, u64, counter)),
+        "to_bf16": (to_bf16, (types.uint32[:, :], types.uint16[:, ::1])),
+        "dropout_mask": (dropout_mask, (vec, u64, f, u64, u64, counter)),
+        "gaussian_noise": (gaussian_noise, (vec, vec, f, u64, u64)),
         "sgd_update": (sgd_update, (vec, vec, f)),
         "momentum_update": (momentum_update, (vec, vec, vec, f, f)),
         "adam_update": (adam_update, (vec, vec, vec, vec, f, f, f, f, i64, counter)),
@@ -425,5 +495,5 @@ def signatures(dtype):
         "bias_softmax": (bias_softmax, (mat, vec, mat)),
         "output_delta_loss": (output_delta_loss,
                               (mat, mat, mat, mat, vec, i64, i64, f, f, types.boolean)),
-        "column_sum": (column_sum, (mat, vec)),
+        "column_sum": (column_sum, (mat, mat)),
     }

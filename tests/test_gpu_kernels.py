@@ -12,7 +12,8 @@ import math
 import numpy as np
 import pytest
 
-from fastbp.backends.cupy_backend import Geometry, StepClock
+from fastbp.backends.cuda_ops import Geometry
+from fastbp.backends.graphs import StepClock
 from fastbp.kernels import codes, gpu
 from fastbp.kernels import reference as ref
 from fastbp.losses import LOSSES
@@ -167,8 +168,9 @@ def test_an_output_pair_without_a_delta_is_refused(gpu_backend):
 # -- gradients and updates ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [*SHAPES, (5, 9), (1, 3)])
+@pytest.mark.parametrize("shape", [*SHAPES, (5, 9), (1, 3), (70, 3)])
 def test_bias_grad_column_sums(any_geometry, dtype, shape):
+    """(70, 3) is summed in row chunks, then the chunks' partial sums (two passes)."""
     delta = normal(shape, dtype)
     dev = Device(any_geometry)
     delta_dev, db_dev = dev(delta, np.zeros(shape[1], dtype))
@@ -311,3 +313,55 @@ def test_dropout_keeps_one_minus_p_of_the_units_independently():
 def test_dropout_probability_outside_0_1_is_refused(gpu_backend):
     with pytest.raises(ValueError, match="dropout probability"):
         gpu_backend.kernels.dropout_mask(1, 1.0, gpu_backend.zeros((2, 2), np.float32))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_take_rows_out_of_range_gives_nan_rows_not_a_stray_read(gpu_backend, dtype):
+    x = normal((4, 3), dtype)
+    out = gpu_backend.zeros((3, 3), dtype)
+    index = np.array([1, 4, -1])
+    gpu_backend.kernels.take_rows(gpu_backend.asarray(x), gpu_backend.asindex(index), out)
+    got = gpu_backend.to_numpy(out)
+    np.testing.assert_array_equal(got[0], x[1])
+    assert np.isnan(got[1:]).all()
+
+
+def test_take_rows_checks_a_host_index(gpu_backend):
+    x = gpu_backend.asarray(np.zeros((4, 2)))
+    with pytest.raises(IndexError, match=r"\[0, 4\), got values from 0 to 4"):
+        gpu_backend.take_rows(x, np.array([0, 4]), gpu_backend.zeros((2, 2), np.float64))
+
+
+def bf16_reference(x):
+    """Round-to-nearest-even float32 -> bfloat16 bits in NumPy (NaN -> a quiet NaN)."""
+    u = x.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = ((u + ((u >> 16) & 1) + 0x7FFF) >> 16).astype(np.uint16)
+    nan = np.isnan(x)
+    rounded[nan] = ((u[nan] >> 16) | 0x40).astype(np.uint16)
+    return rounded
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_to_bf16_rounds_to_nearest_even(gpu_backend, transposed):
+    values = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-9, -2.5, 3.4e38, np.inf, -np.inf, np.nan,
+                       1e-40, 0.0, -0.0, 65504.0], np.float32)
+    x = np.concatenate([values, normal(12, np.float32)]).reshape(4, 6)
+    x_dev = gpu_backend.asarray(x.T.copy()).T if transposed else gpu_backend.asarray(x)
+    got = gpu_backend.to_numpy(gpu_backend.kernels.to_bf16(x_dev, 0))
+    np.testing.assert_array_equal(got, bf16_reference(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_gaussian_noise_is_standard_normal_and_follows_the_seed(gpu_backend, dtype):
+    x = np.full((50, 40), 3.0, dtype)
+
+    def noisy(seed):
+        out = gpu_backend.zeros(x.shape, dtype)
+        gpu_backend.kernels.gaussian_noise(seed, gpu_backend.asarray(x), 0.5, out)
+        return (gpu_backend.to_numpy(out) - 3.0) / 0.5
+
+    e = noisy(11)
+    np.testing.assert_array_equal(e, noisy(11))
+    assert not np.array_equal(e, noisy(12))
+    assert abs(e.mean()) < 0.1 and abs(e.std() - 1) < 0.05
+    assert abs((np.abs(e) < 1).mean() - 0.6827) < 0.03  # the normal's one-sigma mass

@@ -1,0 +1,205 @@
+"""Capturing whole training steps as CUDA graphs, as far as a machine without a GPU can go.
+
+Numba's simulator has no streams or graphs, so :func:`fastbp.backends.graphs.capture` and
+:class:`~fastbp.backends.graphs.StepRunner` run here against a stand-in of the few CuPy calls
+they make (a stream that records what is launched while it captures, a graph that replays it,
+CuPy's allocator hook). What the stand-in checks is fastbp's side of the protocol: nothing
+allocates while capturing, every array the step touches is kept by the graph, the clock
+ticks inside it, a failed capture leaves an eager runner and a reason. Whether CUDA accepts a
+real capture is for ``benchmarks/gpu.sh`` on a device.
+"""
+
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.backends import graphs
+
+pytestmark = pytest.mark.gpu
+
+
+class FakeStream:
+    """A stream that, between begin_capture and end_capture, records instead of running."""
+
+    capturing = None
+
+    def __init__(self, non_blocking=False):
+        self.ptr = 42
+        self.recorded = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        FakeStream.capturing = None
+
+    def begin_capture(self):
+        self.recorded = []
+        FakeStream.capturing = self
+
+    def end_capture(self):
+        FakeStream.capturing = None
+        return FakeGraph(self.recorded)
+
+
+class FakeGraph:
+    def __init__(self, work):
+        self.work = work
+        self.launches = 0
+
+    def launch(self, stream):
+        self.launches += 1
+        for fn in self.work:
+            fn()
+
+
+def fake_cupy():
+    """The CuPy calls graphs.py makes: Stream, get_current_stream, the allocator hook."""
+    allocator = [lambda size: size]
+    cuda = SimpleNamespace(Stream=FakeStream, get_current_stream=lambda: SimpleNamespace(ptr=0),
+                           get_allocator=lambda: allocator[0],
+                           set_allocator=lambda fn: allocator.__setitem__(0, fn))
+    return SimpleNamespace(cuda=cuda, allocate=lambda size: allocator[0](size))
+
+
+class FakeBackend:
+    """Device work is a Python closure: run now, or recorded while a FakeStream captures.
+    ``launch(fn, *arrays)`` is a kernel launch; the arrays go to the capture record."""
+
+    def __init__(self):
+        self.xp = fake_cupy()
+        self.record = graphs.CaptureRecord()
+        self.counter = np.zeros(1, np.int64)
+        self.kernels = SimpleNamespace(clock=None, tick=lambda clock: self.launch(
+            lambda: clock.counter.__setitem__(0, clock.counter[0] + 1), clock.counter))
+
+    def launch(self, fn, *arrays):
+        self.record.note(arrays)
+        if FakeStream.capturing is not None:
+            FakeStream.capturing.recorded.append(fn)
+        else:
+            fn()
+
+    def capture_step(self, step_fn, clock):
+        return graphs.capture(self.xp, self.record, step_fn, lambda: self.kernels.tick(clock))
+
+
+def test_a_step_is_captured_on_the_second_call_and_replayed_after():
+    be = FakeBackend()
+    x = np.zeros(3)
+    python_calls = []
+
+    def step():
+        python_calls.append(1)
+        be.launch(lambda: x.__iadd__(1), x)
+
+    clock = graphs.StepClock(np.zeros(1, np.int64))
+    runner = graphs.StepRunner(be, step, clock, capture=True)
+    for _ in range(5):
+        runner()
+    assert runner.captured and runner.reason is None
+    assert len(python_calls) == 2  # eager, then the capture records the step once
+    assert x.tolist() == [5.0] * 3  # 1 eager + 4 launches of the graph (the first on capture)
+    assert clock.counter.tolist() == [5] and clock.host == 5
+    assert runner.graph.launches == 4
+
+
+def test_the_graph_keeps_every_array_its_step_touches():
+    """A layer may drop a workspace (it keeps a few batch sizes): the graph must not lose it."""
+    be = FakeBackend()
+    buffers = [np.zeros(2) for _ in range(3)]
+
+    def step():
+        for buf in buffers:
+            be.launch(lambda buf=buf: buf.__iadd__(1), buf)
+
+    clock = graphs.StepClock(np.zeros(1, np.int64))
+    runner = graphs.StepRunner(be, step, clock, capture=True)
+    runner()
+    runner()
+    kept = {id(a) for a in runner.keep}
+    assert {id(b) for b in buffers} | {id(clock.counter)} <= kept
+    be.launch(lambda: None, np.zeros(1))  # after the capture nothing more is kept
+    assert len(runner.keep) == len(buffers) + 1
+
+
+def test_a_step_that_allocates_while_captured_is_refused_and_runs_eagerly():
+    be = FakeBackend()
+    x = np.zeros(1)
+
+    def step():
+        if FakeStream.capturing is not None:
+            be.xp.allocate(256)  # a temporary: the pool would hand it out again
+        be.launch(lambda: x.__iadd__(1), x)
+
+    runner = graphs.StepRunner(be, step, graphs.StepClock(np.zeros(1, np.int64)), capture=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(4):
+            runner()
+    assert not runner.captured
+    assert "allocated 256 bytes" in runner.reason
+    assert len([w for w in caught if "capture failed" in str(w.message)]) == 1
+    assert x[0] == 4  # every call ran eagerly (the second after its capture was abandoned)
+    assert FakeStream.capturing is None  # the capture was ended: the stream is usable
+
+
+def test_without_capture_the_runner_says_why(gpu_backend):
+    runner = gpu_backend.step_runner(lambda: None, gpu_backend.step_clock())
+    runner()
+    runner()
+    if gpu_backend.name == "cupy-sim":
+        assert not runner.captured and "does not capture" in runner.reason
+
+
+def test_the_simulated_backend_records_what_a_capture_would_keep(gpu_backend):
+    """Every kernel launch and GEMM of the backend reports its arrays to the capture record."""
+    be = gpu_backend
+    x, W = be.asarray(np.ones((3, 2))), be.asarray(np.ones((2, 4)))
+    z, a = be.empty((3, 4), np.float64), be.empty((3, 4), np.float64)
+    b = be.zeros((4,), np.float64)
+    with be.record.recording() as arrays:
+        be.linear_forward(x, W, b, fastbp.kernels.codes.RELU, 0.0, z, a)
+    kept = {id(arr) for arr in arrays}
+    assert {id(x), id(W), id(z)} <= kept
+    assert any(arr.shape == (4,) for arr in arrays)  # the bias, seen by the fused kernel
+
+
+# -- the device of a rank -------------------------------------------------------------------------
+
+LAUNCHER_VARIABLES = ["MPI_LOCALRANKID", "OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID",
+                      "LOCAL_RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK", "PMIX_RANK",
+                      "SLURM_PROCID"]
+
+
+@pytest.fixture
+def no_launcher(monkeypatch):
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+@pytest.mark.parametrize("env,count,current,device", [
+    ({}, 8, 3, 3),  # no launcher: the device the user made current
+    ({"OMPI_COMM_WORLD_LOCAL_RANK": "5", "OMPI_COMM_WORLD_RANK": "13"}, 8, 0, 5),
+    ({"MPI_LOCALRANKID": "2", "PMI_RANK": "10"}, 4, 0, 2),  # MPICH/Hydra
+    ({"SLURM_LOCALID": "9", "SLURM_PROCID": "17"}, 8, 0, 1),  # more ranks than GPUs: wrap
+    ({"LOCAL_RANK": "3"}, 1, 0, 0),  # the launcher shows each rank its one GPU
+    ({"PMI_RANK": "6"}, 4, 0, 2),  # only a world rank: one machine, rank % count
+])
+def test_the_device_follows_the_launchers_local_rank(no_launcher, env, count, current, device):
+    from fastbp.distributed import device_for_rank, launcher_local_rank
+
+    for name, value in env.items():
+        no_launcher.setenv(name, value)
+    assert device_for_rank(launcher_local_rank(), count, current) == device
+
+
+def test_no_device_is_an_error_that_says_so():
+    from fastbp.distributed import device_for_rank
+
+    with pytest.raises(RuntimeError, match="0 devices"):
+        device_for_rank(0, 0, 0)
