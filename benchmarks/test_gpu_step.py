@@ -1,104 +1,93 @@
 """Milliseconds per training step on the GPU: fastbp ``cupy`` against PyTorch and cuBLAS.
 
-Same model, batches and arithmetic everywhere: float32 (no TF32), relu hidden layers, softmax
-+ cross-entropy, plain SGD, batches taken in order from a training set resident on the device.
+Run by ``benchmarks/gpu.sh`` as a script, one process per (config, precision)::
 
-- ``fastbp-fit``: through ``MLP.fit`` (several epochs per call, the set copied to the device
-  once per call, the loss read once per epoch);
-- ``fastbp-graph``: fastbp's step (forward_device, backward_device, the optimizer) replayed from
-  a CUDA graph by ``CupyBackend.step_runner``, the batch copied into fixed buffers first;
+    python benchmarks/test_gpu_step.py --config small --precision float32 --json out.json
+
+It needs CuPy, Numba with numba-cuda, fastbp and (for the torch columns) PyTorch; no
+pytest-benchmark: each implementation is timed by a plain loop, ``ROUNDS`` rounds of ``steps``
+steps ended by a device synchronisation, the median round counting. Same model, batches and
+arithmetic everywhere: relu hidden layers, softmax + cross-entropy, plain SGD, batches copied in
+order from a training set resident on the device into fixed buffers.
+
+- ``fastbp-eager``: fastbp's step (forward_device, backward_device, the optimizer), launched
+  from Python every step;
+- ``fastbp-graph``: the same step through ``CupyBackend.step_runner``: captured as a CUDA graph
+  on its second call and replayed (``graph`` and ``graph_failure`` say whether it was);
 - ``torch-eager`` and ``torch-graph``: ``torch.nn`` with ``torch.optim.SGD``, eagerly and replayed
   from a ``torch.cuda.graph``;
-- ``cublas-floor``: only the step's GEMMs (``cupy.matmul`` with the shapes and transposes of the
-  step: forward, ``a_prev.T @ delta``, ``delta @ W.T``) — the floor no implementation can beat.
+- ``cublas-floor``: only the step's GEMMs (forward, ``a_prev.T @ delta``, ``delta @ W.T``) on
+  fastbp's cuBLAS handle with the same compute type, replayed from a graph where it captures:
+  the floor no implementation of the step can beat.
 
-Every timed call ends with a device synchronisation. Run ``benchmarks/gpu.sh``; without a GPU
-(or without pytest-benchmark) the whole module skips.
+``float32`` is exact IEEE float32 (``precision="highest"``, torch's ``allow_tf32=False``); ``tf32``
+runs the GEMMs on TF32 tensor cores in both. Under pytest (no GPU: every test skips) one small
+smoke test checks that each implementation runs and that fastbp's step was captured.
 """
 
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+
 import numpy as np
-import pytest
 
-pytest.importorskip("pytest_benchmark")
-cupy = pytest.importorskip("cupy")
-try:
-    if cupy.cuda.runtime.getDeviceCount() < 1:
-        raise RuntimeError("0 devices")
-except Exception as exc:  # no driver, no device
-    pytest.skip(f"no CUDA GPU answers: {exc}", allow_module_level=True)
-
-CONFIGS = {  # name: (layer sizes, batch, batches per epoch, epochs per timed call)
-    "small": ([784, 256, 256, 10], 256, 40, 5),
-    "large": ([784, 4096, 4096, 4096, 10], 4096, 4, 5),
+CONFIGS = {  # name: (layer sizes, batch, batches of the training set, steps per timed round)
+    "small": ([784, 256, 256, 10], 256, 8, 200),
+    "large": ([784, 4096, 4096, 4096, 10], 4096, 2, 10),
 }
+PRECISIONS = {"float32": "highest", "tf32": "tf32"}
+IMPLS = ("fastbp-eager", "fastbp-graph", "torch-eager", "torch-graph", "cublas-floor")
+ROUNDS = 5
+WARMUP_STEPS = 3
 LR = 0.01
 
 
-def steps_per_call(config):
-    _, _, batches, epochs = CONFIGS[config]
-    return batches * epochs
+def gemm_flops(sizes, batch) -> float:
+    """FLOPs of one step's GEMMs: forward and ``dW`` of every layer, ``delta`` of all but the
+    first: ``2 N (3 sum_l n_{l-1} n_l - n_0 n_1)``."""
+    products = [n_in * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:])]
+    return 2.0 * batch * (3 * sum(products) - products[0])
 
 
 def problem(config):
-    """Host float32 features and integer labels: ``batches`` batches of the config."""
+    """Host float32 features and integer labels for ``batches`` batches of the config."""
     sizes, batch, batches, _ = CONFIGS[config]
     rng = np.random.default_rng(0)
     X = rng.standard_normal((batch * batches, sizes[0]), dtype=np.float32)
     return X, rng.integers(0, sizes[-1], batch * batches)
 
 
-def device_name():
-    return cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)["name"].decode()
+def time_steps(step, steps, synchronize) -> float:
+    """Median ms per step of ``ROUNDS`` rounds of ``steps`` calls of ``step(i)``."""
+    for i in range(WARMUP_STEPS):
+        step(i)
+    synchronize()
+    rounds = []
+    for _ in range(ROUNDS):
+        start = time.perf_counter()
+        for i in range(steps):
+            step(i)
+        synchronize()
+        rounds.append((time.perf_counter() - start) * 1e3 / steps)
+    return statistics.median(rounds)
 
 
-def run(benchmark, config, impl, step_fn, steps):
-    """Time ``step_fn`` (which runs ``steps`` steps and synchronises); record ms per step."""
-    benchmark.extra_info.update(config=config, impl=impl, steps_per_call=steps,
-                                device=device_name())
-    benchmark.pedantic(step_fn, rounds=5, warmup_rounds=2, iterations=1)
-    benchmark.extra_info["ms_per_step"] = benchmark.stats.stats.median * 1e3 / steps
-
-
-def in_batches(config, step):
-    """A call that runs ``step(lo, hi)`` over every batch of every epoch, then synchronises."""
-    _, batch, batches, epochs = CONFIGS[config]
-
-    def call():
-        for _ in range(epochs):
-            for lo in range(0, batch * batches, batch):
-                step(lo, lo + batch)
-        cupy.cuda.Device().synchronize()
-
-    return call
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_fastbp_fit(benchmark, config):
+def fastbp_step(config, precision, graphed):
+    """``(step(i), info)`` for fastbp's step on the ``cupy`` backend."""
     import fastbp
-
-    sizes, batch, _, epochs = CONFIGS[config]
-    X, y = problem(config)
-    net = fastbp.MLP(sizes, activation="relu", backend="cupy", dtype="float32", seed=0)
-
-    def call():
-        net.fit(X, y, epochs=epochs, batch_size=batch, lr=LR, optimizer="sgd", shuffle=False,
-                verbose=0)
-        cupy.cuda.Device().synchronize()
-
-    run(benchmark, config, "fastbp-fit", call, steps_per_call(config))
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_fastbp_graph(benchmark, config):
-    import fastbp
+    from fastbp.backends import graphs
     from fastbp.optim import make_optimizer
 
-    sizes, batch, _, _ = CONFIGS[config]
+    sizes, batch, batches, _ = CONFIGS[config]
     X, y = problem(config)
     net = fastbp.MLP(sizes, activation="relu", backend="cupy", dtype="float32", seed=0)
     be = net.backend
-    X_dev = be.asarray(X, np.float32)
-    Y_dev = be.asarray(np.eye(sizes[-1], dtype=np.float32)[y])
+    be.set_precision(PRECISIONS[precision])
+    X_dev, Y_dev = be.asarray(X, np.float32), be.asarray(np.eye(sizes[-1], dtype=np.float32)[y])
     Xb, Yb = be.empty((batch, sizes[0]), np.float32), be.empty((batch, sizes[-1]), np.float32)
     loss_acc = be.zeros((1,), np.float32)
     optimizer = make_optimizer("sgd", be, net.n_params, "float32", LR, 0.0)
@@ -106,51 +95,39 @@ def test_fastbp_graph(benchmark, config):
     def one_step():
         net.forward_device(Xb, training=True)
         net.backward_device(Yb, 1.0 / batch, 0.0, loss_acc)
-        optimizer.step(net.params, net.grads)
+        optimizer.apply(net.params, net.grads)
 
-    runner = be.step_runner(one_step, be.step_clock())
+    clock = be.step_clock()
+    runner = (be.step_runner(one_step, clock) if graphed
+              else graphs.StepRunner(be, one_step, clock, capture=False))
 
-    def step(lo, hi):
-        be.copy(X_dev[lo:hi], Xb)
-        be.copy(Y_dev[lo:hi], Yb)
+    def step(i):
+        lo = (i % batches) * batch
+        be.copy(X_dev[lo:lo + batch], Xb)
+        be.copy(Y_dev[lo:lo + batch], Yb)
         runner()
 
-    run(benchmark, config, "fastbp-graph", in_batches(config, step), steps_per_call(config))
-    benchmark.extra_info["graph"] = runner.graph is not None
-    benchmark.extra_info["graph_failure"] = runner.reason
+    def info():
+        return {"graph": runner.captured, "graph_failure": runner.reason,
+                "gemm": be.gemm_info()["float32 gemm"]}
+
+    return step, info
 
 
-def torch_model(config):
-    torch = pytest.importorskip("torch")
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-    sizes = CONFIGS[config][0]
+def torch_step(config, precision, graphed):
+    """``(step(i), info)`` for the same network in PyTorch."""
+    import torch
+
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    torch.backends.cudnn.allow_tf32 = precision == "tf32"
+    sizes, batch, batches, _ = CONFIGS[config]
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
         layers += [torch.nn.Linear(n_in, n_out), torch.nn.ReLU()]
     model = torch.nn.Sequential(*layers[:-1]).cuda()
-    X, y = problem(config)
-    return (torch, model, torch.optim.SGD(model.parameters(), lr=LR),
-            torch.as_tensor(X, device="cuda"), torch.as_tensor(y, device="cuda"))
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_torch_eager(benchmark, config):
-    torch, model, optimizer, X, y = torch_model(config)
-
-    def step(lo, hi):
-        loss = torch.nn.functional.cross_entropy(model(X[lo:hi]), y[lo:hi])
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    run(benchmark, config, "torch-eager", in_batches(config, step), steps_per_call(config))
-
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_torch_graph(benchmark, config):
-    torch, model, optimizer, X, y = torch_model(config)
-    batch = CONFIGS[config][1]
+    optimizer = torch.optim.SGD(model.parameters(), lr=LR)
+    X_host, y_host = problem(config)
+    X, y = torch.as_tensor(X_host, device="cuda"), torch.as_tensor(y_host, device="cuda")
     static_x, static_y = X[:batch].clone(), y[:batch].clone()
 
     def body():
@@ -158,50 +135,135 @@ def test_torch_graph(benchmark, config):
         loss.backward()
         optimizer.step()
 
+    def eager(i):
+        lo = (i % batches) * batch
+        static_x.copy_(X[lo:lo + batch])
+        static_y.copy_(y[lo:lo + batch])
+        optimizer.zero_grad(set_to_none=True)
+        body()
+
+    if not graphed:
+        return eager, lambda: {"torch": torch.__version__}
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):  # warm up outside the graph, as torch's recipe asks
-        for _ in range(3):
-            optimizer.zero_grad(set_to_none=True)
-            body()
+        for i in range(3):
+            eager(i)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     optimizer.zero_grad(set_to_none=True)
     with torch.cuda.graph(graph):
         body()
 
-    def step(lo, hi):
-        static_x.copy_(X[lo:hi])
-        static_y.copy_(y[lo:hi])
+    def replay(i):
+        lo = (i % batches) * batch
+        static_x.copy_(X[lo:lo + batch])
+        static_y.copy_(y[lo:lo + batch])
         graph.replay()
 
-    run(benchmark, config, "torch-graph", in_batches(config, step), steps_per_call(config))
+    return replay, lambda: {"torch": torch.__version__}
 
 
-def step_gemms(config):
-    """``(a, b, out)`` for every GEMM of one training step, transposes as the backend has them."""
+def floor_step(config, precision):
+    """``(step(i), info)``: one step's GEMMs alone, on fastbp's handle, graphed if it can."""
+    import fastbp
+
     sizes, batch, _, _ = CONFIGS[config]
-    rng = cupy.random.default_rng(0)
+    be = fastbp.get_backend("cupy")
+    be.set_precision(PRECISIONS[precision])
+    rng = np.random.default_rng(0)
 
     def rand(*shape):
-        return rng.standard_normal(shape, dtype=np.float32)
+        return be.asarray(rng.standard_normal(shape, dtype=np.float32))
 
     gemms = []
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         a_prev, W, delta = rand(batch, n_in), rand(n_in, n_out), rand(batch, n_out)
-        gemms.append((a_prev, W, cupy.empty((batch, n_out), np.float32)))  # forward
-        gemms.append((a_prev.T, delta, cupy.empty((n_in, n_out), np.float32)))  # dW
+        gemms.append((a_prev, W, be.empty((batch, n_out), np.float32)))  # forward
+        gemms.append((a_prev.T, delta, be.empty((n_in, n_out), np.float32)))  # dW
         if l > 0:
-            gemms.append((delta, W.T, cupy.empty((batch, n_in), np.float32)))  # delta below
-    return gemms
+            gemms.append((delta, W.T, be.empty((batch, n_in), np.float32)))  # delta below
 
-
-@pytest.mark.parametrize("config", CONFIGS)
-def test_cublas_floor(benchmark, config):
-    gemms = step_gemms(config)
-
-    def step(lo, hi):
+    def all_gemms():
         for a, b, out in gemms:
-            cupy.matmul(a, b, out=out)
+            be.matmul(a, b, out)
 
-    run(benchmark, config, "cublas-floor", in_batches(config, step), steps_per_call(config))
+    runner = be.step_runner(all_gemms, be.step_clock())
+    return lambda i: runner(), lambda: {"graph": runner.captured,
+                                        "graph_failure": runner.reason}
+
+
+def make_step(impl, config, precision):
+    if impl.startswith("fastbp"):
+        return fastbp_step(config, precision, graphed=impl == "fastbp-graph")
+    if impl.startswith("torch"):
+        return torch_step(config, precision, graphed=impl == "torch-graph")
+    return floor_step(config, precision)
+
+
+def measure(config, precision, impls=IMPLS, steps=None) -> dict:
+    """``{impl: {"ms_per_step": ..., ...}}`` for each implementation (an error is recorded and
+    the others still run)."""
+    import cupy
+
+    steps = steps or CONFIGS[config][3]
+    results = {}
+    for impl in impls:
+        try:
+            step, info = make_step(impl, config, precision)
+            ms = time_steps(step, steps, cupy.cuda.Device().synchronize)
+            results[impl] = {"ms_per_step": ms, **info()}
+        except Exception as exc:  # a missing torch, a failed capture: say so, go on
+            results[impl] = {"error": f"{type(exc).__name__}: {exc}"}
+        print(f"{config} {precision} {impl}: {results[impl]}", flush=True)
+    return results
+
+
+def ratios(results) -> dict:
+    """The ratios the goals are stated in, where both sides were measured."""
+    ms = {impl: r["ms_per_step"] for impl, r in results.items() if "ms_per_step" in r}
+    out = {}
+    for impl in ("fastbp-eager", "fastbp-graph"):
+        for base in ("torch-eager", "torch-graph", "cublas-floor"):
+            if impl in ms and base in ms:
+                out[f"{impl} / {base}"] = ms[impl] / ms[base]
+    return out
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", choices=CONFIGS, required=True)
+    parser.add_argument("--precision", choices=PRECISIONS, required=True)
+    parser.add_argument("--json", required=True, help="write the results here")
+    parser.add_argument("--steps", type=int, default=None, help="steps per timed round")
+    args = parser.parse_args(argv)
+    sizes, batch = CONFIGS[args.config][:2]
+    results = measure(args.config, args.precision, steps=args.steps)
+    report = {"config": f"{'-'.join(map(str, sizes))}, batch {batch}",
+              "gemm_tflop_per_step": gemm_flops(sizes, batch) / 1e12,
+              "results": results, "ratios": ratios(results)}
+    with open(args.json, "w") as f:
+        json.dump(report, f, indent=2)
+    return 0
+
+
+# -- under pytest: a smoke test on a GPU (skipped without one) ----------------------------------
+
+def test_every_implementation_runs_and_fastbp_captures_its_step():
+    import pytest
+
+    cupy = pytest.importorskip("cupy")
+    try:
+        if cupy.cuda.runtime.getDeviceCount() < 1:
+            raise RuntimeError("0 devices")
+    except Exception as exc:  # no driver, no device
+        pytest.skip(f"no CUDA GPU answers: {exc}")
+    impls = [impl for impl in IMPLS if not impl.startswith("torch")
+             or __import__("importlib").util.find_spec("torch")]
+    results = measure("small", "float32", impls, steps=2)
+    assert all("ms_per_step" in r for r in results.values()), results
+    assert results["fastbp-graph"]["graph"], results["fastbp-graph"]["graph_failure"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

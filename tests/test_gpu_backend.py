@@ -269,13 +269,71 @@ def test_learns_xor(gpu_backend):
     assert net.score(xor.X, xor.y) == 1.0
 
 
-def test_learns_a_digits_subset(gpu_backend):
+@pytest.mark.parametrize("precision", ["highest", "bf16"])
+def test_learns_a_digits_subset(gpu_backend, precision, monkeypatch):
+    """bf16 GEMM operands, float32 accumulation and master weights, learn as well."""
     pytest.importorskip("sklearn")
+    from fastbp import train as training
+
+    if precision not in training.PRECISIONS:  # the CPU side of bf16 adds it (issue 14)
+        monkeypatch.setattr(training, "PRECISIONS", (*training.PRECISIONS, precision))
     digits = load("digits")
     order = np.random.default_rng(0).permutation(len(digits.y))
     train, test = order[:300], order[300:600]
     net = fastbp.MLP([64, 16, 10], activation="relu", backend=gpu_backend, seed=0,
                      standardize=True)
     net.fit(digits.X[train], digits.y[train], epochs=10, batch_size=50, lr=0.01,
-            optimizer="adam", verbose=0)
+            optimizer="adam", verbose=0, precision=precision)
+    assert gpu_backend.precision == "highest"  # restored after the fit
+    assert net.params.dtype == np.float32
     assert net.score(digits.X[test], digits.y[test]) > 0.85
+
+
+# -- precisions, input noise, uploads -------------------------------------------------------------
+
+def test_bf16_gemm_rounds_both_operands_and_accumulates_in_float32(gpu_backend):
+    from test_gpu_kernels import bf16_reference
+
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((6, 5)).astype(np.float32), rng.standard_normal((4, 5))
+    b = b.astype(np.float32)
+    widen = lambda x: (bf16_reference(x).astype(np.uint32) << 16).view(np.float32)  # noqa: E731
+    out = gpu_backend.empty((6, 4), np.float32)
+    gpu_backend.set_precision("bf16")
+    try:
+        gpu_backend.matmul(gpu_backend.asarray(a), gpu_backend.asarray(b).T, out)
+    finally:
+        gpu_backend.set_precision("highest")
+    expected = widen(a) @ widen(b).T
+    np.testing.assert_allclose(gpu_backend.to_numpy(out), expected, rtol=1e-6, atol=1e-6)
+    assert np.abs(expected - a @ b.T).max() > 1e-4  # the rounding is visible
+
+
+def test_input_noise_is_drawn_on_the_device_from_the_model_seed(gpu_backend, monkeypatch):
+    draws = []
+    device_noise = gpu_backend.kernels.gaussian_noise
+    monkeypatch.setattr(gpu_backend.kernels, "gaussian_noise",
+                        lambda *args: draws.append(args[0]) or device_noise(*args))
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(24, 3)), rng.integers(0, 2, 24)
+    weights = []
+    for _ in range(2):
+        net = fastbp.MLP([3, 4, 2], backend=gpu_backend, dtype="float64", seed=1)
+        net.fit(X, y, epochs=2, batch_size=8, input_noise=0.3, verbose=0)
+        weights.append(net.get_flat_params())
+    np.testing.assert_array_equal(weights[0], weights[1])
+    assert len(draws) == 12 and len(set(draws)) == 6  # a fresh key per batch, same per seed
+
+
+def test_upload_rows_copies_host_rows_into_the_buffer(gpu_backend):
+    host = np.arange(12, dtype=np.float64).reshape(6, 2)
+    out = gpu_backend.zeros((3, 2), np.float32)
+    for rows in (np.array([5, 0, 2]), slice(1, 4)):
+        gpu_backend.upload_rows(host, rows, out)
+        np.testing.assert_array_equal(gpu_backend.to_numpy(out), host[rows])
+
+
+def test_describe_reports_the_effective_gemm(gpu_backend):
+    info = gpu_backend.describe()
+    assert info["precision"] == "highest"
+    assert "CUBLAS_COMPUTE_32F," in info["float32 gemm"]

@@ -203,3 +203,35 @@ def test_no_device_is_an_error_that_says_so():
 
     with pytest.raises(RuntimeError, match="0 devices"):
         device_for_rank(0, 0, 0)
+
+
+# -- on a device (benchmarks/gpu.sh runs these; the simulator skips them) ----------------------
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam"])
+def test_a_real_step_is_captured_and_replays_like_eager_steps(gpu_backend, optimizer):
+    if gpu_backend.name == "cupy-sim":
+        pytest.skip("the simulator has no CUDA graphs: benchmarks/gpu.sh runs this on a device")
+    from fastbp.optim import make_optimizer
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((32, 6)).astype(np.float32)
+    Y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 32)]
+    params = []
+    for capture in (True, False):
+        net = fastbp.MLP([6, 8, 3], backend=gpu_backend, seed=0)
+        be = gpu_backend
+        Xb, Yb, acc = be.asarray(X), be.asarray(Y), be.zeros((1,), np.float32)
+        opt = make_optimizer(optimizer, be, net.n_params, "float32", 0.01, 0.9)
+
+        def step():
+            net.forward_device(Xb, training=True)
+            net.backward_device(Yb, 1.0 / 32, 0.0, acc)
+            opt.apply(net.params, net.grads)
+
+        runner = graphs.StepRunner(be, step, be.step_clock(), capture=capture)
+        for _ in range(5):
+            opt.advance()
+            runner()
+        assert runner.captured == capture, runner.reason
+        params.append(be.to_numpy(net.params))
+    np.testing.assert_allclose(params[0], params[1], rtol=1e-6, atol=1e-7)

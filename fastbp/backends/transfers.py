@@ -39,11 +39,13 @@ class PinnedBatches:
     """Copies of host rows into fixed device buffers through two pinned host buffers per
     batch shape and a copy stream (see the module docstring)."""
 
-    def __init__(self, cupy):
-        import cupyx
+    def __init__(self, cupy, empty_pinned=None):
+        if empty_pinned is None:
+            import cupyx
 
+            empty_pinned = cupyx.empty_pinned
         self.cupy = cupy
-        self.empty_pinned = cupyx.empty_pinned
+        self.empty_pinned = empty_pinned
         self.copy_stream = cupy.cuda.Stream(non_blocking=True)
         self._slots = {}
 
