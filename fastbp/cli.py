@@ -243,6 +243,17 @@ def run_info(_args):
         print(f"auto -> {exc}")
     for line in blas_lines():
         print(line)
+    for line in gpu_lines():
+        print(line)
+
+
+def gpu_lines() -> list[str]:
+    """Where a GPU answers: its device, the GEMM precision and compute type, graphs, NCCL."""
+    if not probe("cupy")[0]:
+        return []
+    from .backend import get_backend
+
+    return [f"cupy {key}: {value}" for key, value in get_backend("cupy").describe().items()]
 
 
 def blas_lines() -> list[str]:

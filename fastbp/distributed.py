@@ -94,9 +94,9 @@ class NCCLCommunicator(MPICommunicator):
 
         if not nccl.available:
             raise RuntimeError(
-                "distributed='nccl': CuPy finds no NCCL library (cupy.cuda.nccl.available is False): install NCCL "
-                "where CuPy loads it, e.g. `python -m cupyx.tools.install_library --library "
-                "nccl --cuda 12.x`, or use distributed='mpi'")
+                "distributed='nccl': CuPy finds no NCCL library (cupy.cuda.nccl.available is "
+                "False): pip install 'fastbp[nccl]' (the nvidia-nccl-cu12 wheel CuPy loads), "
+                "or use distributed='mpi'")
         # the device was chosen from the launcher's local rank when the backend was created
         # (fastbp.distributed.device_for_rank), before any parameter was placed on it
         uid = self.comm.bcast(nccl.get_unique_id() if self.rank == 0 else None, root=0)

@@ -158,3 +158,23 @@ def test_the_cupy_backend_gemm_is_the_host_handle_in_the_simulator(gpu_backend):
     x = gpu_backend.asarray(np.ones((3, 2)))
     gpu_backend.matmul(x.T, x, gpu_backend.empty((2, 2), np.float64))
     assert "gemm_ex" in [name for name, _ in gpu_backend.cublas.calls[before:]]
+
+
+def test_without_nvmath_the_gemm_falls_back_and_says_what_to_install(monkeypatch):
+    import builtins
+
+    from fastbp.backends.cublas import device_gemm
+
+    real_import = builtins.__import__
+
+    def no_nvmath(name, *args, **kwargs):
+        if name.startswith("nvmath"):
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_nvmath)
+    gemm = device_gemm(cupy=None, note=lambda arrays: None)
+    assert not gemm.captures and "pip install 'fastbp[gpu]'" in gemm.reason
+    assert "no graph capture" in gemm.describe(np.float32, "highest")
+    with pytest.raises(ValueError, match="bf16 GEMMs need fastbp's cuBLAS handle"):
+        gemm(None, None, np.empty(1, np.float32), gemm_types(np.float32, "bf16"))

@@ -238,7 +238,8 @@ def device_gemm(cupy, note):
 class HostCublas:
     """A NumPy stand-in for ``nvmath.bindings.cublas``: the calls :class:`CublasGemm` makes,
     on host memory addressed by raw pointers, column-major like cuBLAS. ``calls`` records
-    every call's name and arguments (the tests read the protocol from it)."""
+    every call's name and arguments (the tests read the protocol from it). TF32 is computed as
+    exact float32 here; bf16 operands are exact bf16."""
 
     PointerMode = SimpleNamespace(HOST=0, DEVICE=1)
     Math = SimpleNamespace(DEFAULT_MATH=0, TF32_TENSOR_OP_MATH=3)

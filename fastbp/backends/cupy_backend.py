@@ -154,8 +154,8 @@ class CupyBackend(KernelBackend):
     # -- how kernels see arrays and streams --------------------------------------------------
     def _launch(self, kernel, grid, block, args):
         """``kernel`` on CuPy's current stream, device arrays passed as cached Numba views."""
-        arrays = [arg for arg in args if not np.isscalar(arg)]
-        self.record.note(arrays)
+        if self.record.active:
+            self.record.note([arg for arg in args if not np.isscalar(arg)])
         kernel[grid, block, self._stream()](
             *[arg if np.isscalar(arg) else self._view(arg) for arg in args])
 
@@ -352,7 +352,8 @@ class CupySimBackend(CupyBackend):
         The simulator's block manager polls its Python threads at every ``syncthreads``; a short
         interpreter switch interval during the launch makes the row kernels ~10x faster.
         """
-        self.record.note([arg for arg in args if not np.isscalar(arg)])
+        if self.record.active:
+            self.record.note([arg for arg in args if not np.isscalar(arg)])
         interval = sys.getswitchinterval()
         sys.setswitchinterval(_SIM_SWITCH_INTERVAL)
         try:
