@@ -85,10 +85,11 @@ def summary(path):
 
 def main(argv):
     if len(argv) >= 4 and argv[0] == "record":
-        file = argv[argv.index("--file") + 1] if "--file" in argv else None
-        rest = [a for i, a in enumerate(argv) if a != "--file" and (i == 0 or
-                                                                     argv[i - 1] != "--file")]
-        record(rest[1], rest[2], rest[3], " ".join(rest[4:]), file)
+        file = None
+        if "--file" in argv:
+            at = argv.index("--file")
+            file, argv = argv[at + 1], argv[:at] + argv[at + 2:]
+        record(argv[1], argv[2], argv[3], " ".join(argv[4:]), file)
         return 0
     if len(argv) == 2 and argv[0] == "summary":
         summary(argv[1])

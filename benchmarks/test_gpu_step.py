@@ -177,11 +177,11 @@ def floor_step(config, precision):
         return be.asarray(rng.standard_normal(shape, dtype=np.float32))
 
     gemms = []
-    for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         a_prev, W, delta = rand(batch, n_in), rand(n_in, n_out), rand(batch, n_out)
         gemms.append((a_prev, W, be.empty((batch, n_out), np.float32)))  # forward
         gemms.append((a_prev.T, delta, be.empty((n_in, n_out), np.float32)))  # dW
-        if l > 0:
+        if layer > 0:
             gemms.append((delta, W.T, be.empty((batch, n_in), np.float32)))  # delta below
 
     def all_gemms():

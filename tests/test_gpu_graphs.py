@@ -164,7 +164,7 @@ def test_the_simulated_backend_records_what_a_capture_would_keep(gpu_backend):
     with be.record.recording() as arrays:
         be.linear_forward(x, W, b, fastbp.kernels.codes.RELU, 0.0, z, a)
     kept = {id(arr) for arr in arrays}
-    assert {id(x), id(W), id(z)} <= kept
+    assert {id(x), id(W), id(z)} <= kept  # the GEMM's operands and output
     assert any(arr.shape == (4,) for arr in arrays)  # the bias, seen by the fused kernel
 
 

@@ -128,20 +128,19 @@ class CublasGemm:
     ``binding`` is ``nvmath.bindings.cublas`` (or :class:`HostCublas`), ``current_stream()``
     the handle of CuPy's current stream, ``pointer(x)`` the device address of an array,
     ``workspace`` a preallocated device buffer (kept as long as the handle), ``data_types``
-    cudaDataType values by name, ``note(arrays)`` told of every call's arrays (a graph being
-    captured keeps them). Calls on one stream run in order; fastbp never runs GEMMs on two
-    streams at once, so they share the one workspace.
+    cudaDataType values by name. Calls on one stream run in order; fastbp never runs GEMMs on
+    two streams at once, so they share the one workspace (and one handle per device serves every
+    backend instance of the process: :func:`device_gemm`).
     """
 
     captures = True
 
-    def __init__(self, binding, current_stream, pointer, workspace, note=lambda arrays: None,
-                 data_types=DATA_TYPES, version=""):
+    def __init__(self, binding, current_stream, pointer, workspace, data_types=DATA_TYPES,
+                 version=""):
         self.cublas = binding
         self.current_stream = current_stream
         self.pointer = pointer
         self.workspace = workspace
-        self.note = note
         self.data_types = data_types
         self.version = version
         self.handle = binding.create()
@@ -163,7 +162,6 @@ class CublasGemm:
     def __call__(self, a, b, out, types: GemmTypes):
         """``out = a @ b``; ``a`` and ``b`` already hold ``types.operand`` (bf16: uint16 bits)."""
         args = gemm_arguments(a, b, out)
-        self.note((a, b, out))
         if out.size == 0:
             return out
         if args["k"] == 0:
@@ -193,17 +191,15 @@ class CupyGemm:
 
     captures = False
 
-    def __init__(self, cupy, reason, note=lambda arrays: None):
+    def __init__(self, cupy, reason):
         self.cupy = cupy
         self.reason = reason
-        self.note = note
 
     def __call__(self, a, b, out, types: GemmTypes):
         from cupy._core import _routines_linalg as linalg
 
         if types.operand == "R_16BF":
             raise ValueError(f"bf16 GEMMs need fastbp's cuBLAS handle: {self.reason}")
-        self.note((a, b, out))
         kind = {"COMPUTE_32F": "FP32", "COMPUTE_32F_FAST_TF32": "TF32",
                 "COMPUTE_64F": "FP64"}[types.compute]
         dtype = np.dtype(out.dtype)
@@ -219,20 +215,27 @@ class CupyGemm:
                 f"(no graph capture: {self.reason})")
 
 
-def device_gemm(cupy, note):
-    """The cupy backend's GEMM: :class:`CublasGemm` on nvmath-python, else :class:`CupyGemm`
-    saying what to install."""
+_DEVICE_GEMMS: dict = {}
+
+
+def device_gemm(cupy, device_id=0):
+    """The cupy backend's GEMM on device ``device_id`` (the current one), one per device and
+    process: :class:`CublasGemm` on nvmath-python, else :class:`CupyGemm` saying what to
+    install."""
     try:
         import nvmath
         from nvmath.bindings import cublas
     except ImportError as exc:
         return CupyGemm(cupy, f"nvmath-python is not installed ({exc}; pip install "
-                              f"'fastbp[gpu]')", note)
-    data_types = {name: int(getattr(nvmath.CudaDataType, f"CUDA_{name}")) for name in DATA_TYPES}
-    workspace = cupy.empty(WORKSPACE_BYTES, dtype=np.uint8)
-    return CublasGemm(cublas, lambda: cupy.cuda.get_current_stream().ptr,
-                      lambda x: x.data.ptr, workspace, note, data_types,
-                      f"nvmath-python {importlib.metadata.version('nvmath-python')}")
+                              f"'fastbp[gpu]')")
+    if device_id not in _DEVICE_GEMMS:
+        data_types = {name: int(getattr(nvmath.CudaDataType, f"CUDA_{name}"))
+                      for name in DATA_TYPES}
+        workspace = cupy.empty(WORKSPACE_BYTES, dtype=np.uint8)
+        _DEVICE_GEMMS[device_id] = CublasGemm(
+            cublas, lambda: cupy.cuda.get_current_stream().ptr, lambda x: x.data.ptr, workspace,
+            data_types, f"nvmath-python {importlib.metadata.version('nvmath-python')}")
+    return _DEVICE_GEMMS[device_id]
 
 
 class HostCublas:

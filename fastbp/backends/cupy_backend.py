@@ -12,8 +12,8 @@ is made: the launcher's local rank decides it under ``mpiexec`` / ``srun``
 
 ``cupy-sim`` is the same class with NumPy as its array namespace and the kernels executed by
 Numba's CUDA simulator, thread by thread, on the CPU (no streams, no graphs); its GEMMs go
-through the same :class:`~fastbp.backends.cublas.CublasGemm` on a NumPy stand-in of cuBLAS. It exists so that the
-GPU code is tested where there is no GPU; it needs ``NUMBA_ENABLE_CUDASIM=1`` in the environment
+through the same :class:`~fastbp.backends.cublas.CublasGemm` on a NumPy stand-in of cuBLAS.
+It exists so that the GPU code is tested where there is no GPU; it needs ``NUMBA_ENABLE_CUDASIM=1`` in the environment
 before numba is first imported, and ``auto`` never picks it.
 
 Both import CuPy and Numba lazily, so probing them is cheap where they cannot run.
@@ -141,7 +141,7 @@ class CupyBackend(KernelBackend):
                                 "under-utilization")
         geometry = gpu_geometry(cupy.cuda.Device().attributes["MultiProcessorCount"])
         self.kernels = CudaKernels(gpu, geometry, self._launch, self.step_clock(), self.empty)
-        self.gemm = device_gemm(cupy, self.record.note)
+        self.gemm = device_gemm(cupy, self.device_id)
         if not self.gemm.captures:
             self.precisions = ("highest", "tf32")
         self.batches = transfers.PinnedBatches(cupy)
@@ -244,6 +244,8 @@ class CupyBackend(KernelBackend):
         types = gemm_types(out.dtype, self.precision)
         if types.operand == "R_16BF":
             a, b = self.kernels.to_bf16(a, 0), self.kernels.to_bf16(b, 1)
+        if self.record.active:
+            self.record.note((a, b, out))
         return self.gemm(a, b, out, types)
 
     # -- the core: what the reference returns, this backend keeps on the device -------------
@@ -294,8 +296,8 @@ class CupyBackend(KernelBackend):
             "numba-cuda": _version("numba-cuda"),
             **self.gemm_info(),
             "cuda graphs": "whole steps" if self.captures_steps else self.gemm.reason,
-            "nccl": "available" if nccl.available else "not found by CuPy (distributed='nccl' "
-                                                      "needs it)",
+            "nccl": ("available" if nccl.available
+                     else "not found by CuPy (distributed='nccl' needs it: fastbp[nccl])"),
             "kernels": self.kernels.gpu.__name__,
         }
 
@@ -318,7 +320,6 @@ def _out_of_memory(backend, shape, dtype, exc):
         f"{backend.name}: out of device memory allocating an array of shape {tuple(shape)} "
         f"{dtype} ({nbytes / 2**20:,.1f} MiB; for activations and batches the first axis is the "
         f"batch size): reduce batch_size or the layer sizes. ({exc})")
-
 
 
 class CupySimBackend(CupyBackend):
@@ -344,7 +345,7 @@ class CupySimBackend(CupyBackend):
         self.kernels = CudaKernels(gpu, SIM_GEOMETRY, self._launch, self.step_clock(), self.empty)
         self.cublas = HostCublas()
         self.gemm = CublasGemm(self.cublas, lambda: 0, lambda x: x.ctypes.data,
-                               np.empty(1024, np.uint8), self.record.note, version="simulated")
+                               np.empty(1024, np.uint8), version="simulated")
 
     def _launch(self, kernel, grid, block, args):
         """Simulate ``kernel`` on the NumPy arrays themselves (wrapped, not copied).
