@@ -13,8 +13,9 @@ is made: the launcher's local rank decides it under ``mpiexec`` / ``srun``
 ``cupy-sim`` is the same class with NumPy as its array namespace and the kernels executed by
 Numba's CUDA simulator, thread by thread, on the CPU (no streams, no graphs); its GEMMs go
 through the same :class:`~fastbp.backends.cublas.CublasGemm` on a NumPy stand-in of cuBLAS.
-It exists so that the GPU code is tested where there is no GPU; it needs ``NUMBA_ENABLE_CUDASIM=1`` in the environment
-before numba is first imported, and ``auto`` never picks it.
+It exists so that the GPU code is tested where there is no GPU; it needs
+``NUMBA_ENABLE_CUDASIM=1`` in the environment before numba is first imported, and ``auto``
+never picks it.
 
 Both import CuPy and Numba lazily, so probing them is cheap where they cannot run.
 """
