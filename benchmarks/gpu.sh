@@ -8,7 +8,8 @@
 # Stages, each under its own `timeout`, none stopping the ones after it; the JSON report
 # (default benchmarks/results/gpu-<UTC time>.json) is rewritten after every stage:
 #   environment   nvidia-smi, python and package versions
-#   install       pip install --no-deps --no-build-isolation -e . ; if that fails, a path shim
+#   install       the wheels in benchmarks/wheels/ if any (git-ignored: carried, no index), then
+#                 pip install --no-deps --no-build-isolation -e . ; if that fails, a path shim
 #                 (fastbp/ with kernels/ as fastbp.kernels, on PYTHONPATH)
 #   probe         can the `cupy` backend run here, and why not
 #   tests         the GPU tests on `cupy`: kernels, backend, a real captured step (the PTX checks
@@ -71,8 +72,8 @@ environment() {
     "$py" - <<'EOF'
 import importlib.metadata as md, sys
 print("python", sys.version.split()[0])
-for name in ("cupy-cuda12x", "cupy-cuda13x", "numba", "numba-cuda", "nvmath-python", "torch",
-             "pytest", "pytest-benchmark"):
+for name in ("cupy-cuda12x", "cupy-cuda13x", "numba", "numba-cuda", "cuda-bindings",
+             "cuda-core", "nvmath-python", "torch", "pytest", "pytest-benchmark"):
     try:
         print(name, md.version(name))
     except md.PackageNotFoundError:
@@ -81,6 +82,12 @@ EOF
 }
 
 install() {
+    # wheels carried to a machine without the network (e.g. nvmath-python and cuda-core:
+    # `pip download --no-deps nvmath-python cuda-core -d benchmarks/wheels` beforehand)
+    if ls benchmarks/wheels/*.whl >/dev/null 2>&1; then
+        "$py" -m pip install --quiet --no-deps --no-index benchmarks/wheels/*.whl \
+            || echo "the wheels in benchmarks/wheels did not install" >&2
+    fi
     if "$py" -m pip install --quiet --no-deps --no-build-isolation -e .; then
         return 0
     fi
