@@ -52,7 +52,7 @@ def read_rows(path) -> list[tuple[int, list[str]]]:
     """``(line number, stripped cells)`` of every non-blank row."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
-            reader = csv.reader(f)
+            reader = csv.reader(f, skipinitialspace=True)
             rows = []
             for cells in reader:
                 cells = [c.strip() for c in cells]
