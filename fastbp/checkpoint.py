@@ -221,9 +221,13 @@ def check_compatible(path, meta, net, opts, run_fingerprint, resume):
 def check_shapes(path, shapes, needed):
     """Only known arrays, each of the shape this fit needs; ``params`` present."""
     unknown = sorted(set(shapes) - set(needed))
-    if unknown or "params" not in shapes:
-        raise FileFormatError(f"checkpoint {path!r}: unexpected arrays {unknown}"
-                              if unknown else f"checkpoint {path!r} has no 'params'")
+    if unknown:
+        raise FileFormatError(f"checkpoint {path!r}: unexpected arrays {unknown}")
+    missing = sorted(n for n in needed
+                     if (n == "params" or n.startswith("opt_")) and n not in shapes)
+    if missing:
+        raise FileFormatError(f"checkpoint {path!r}: the parameters or optimizer state "
+                              f"{missing} are missing")
     for name, shape in shapes.items():
         want = needed[name]
         if (want is None and len(shape) != 1) or (want is not None and tuple(shape) != want):
