@@ -325,11 +325,13 @@ class MLP:
         :meth:`fit` takes (class indices or one-hot, ...), both validated and ``X``
         preprocessed; a FloatingPointError if an output is NaN or inf."""
         X = self.prepare(X)
-        return self.evaluate_prepared(X, self.targets(y, X.shape[0]))
+        total, outputs = self.evaluate_prepared(X, self.targets(y, X.shape[0]))
+        return total, host.check_finite_outputs(outputs, self.dtype)
 
     def evaluate_prepared(self, X, Y):
         """:meth:`evaluate` on already prepared host features and an ``(N, n_outputs)`` target
-        matrix (what :meth:`targets` returns), chunk by chunk."""
+        matrix (what :meth:`targets` returns), chunk by chunk; outputs unchecked (training
+        checks the loss itself)."""
         outputs, total = [], 0.0
         for start, stop, Xc in self._chunks(X):
             self.forward_device(Xc)
@@ -338,7 +340,7 @@ class MLP:
             total += self.backend.scalar(
                 self.backend.loss_sum(top.z, top.a, Yc, self.loss_fn.code))
             outputs.append(self.backend.to_numpy(top.a).copy())
-        return total, host.check_finite_outputs(host.concat_rows(outputs), self.dtype)
+        return total, host.concat_rows(outputs)
 
     @exclusive
     def gradients(self, X, y, weight_decay=0.0):
