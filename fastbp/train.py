@@ -135,8 +135,8 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     or SIGTERM, after the step in flight; ``resume=True`` continues from it (a missing file
     starts afresh) if it is of the same run -- same model, data and trajectory-changing
     options, else a ValueError names the difference; ``resume="new_lr"`` continues with this
-    call's ``lr`` (see :mod:`fastbp.checkpoint`). ``distributed="auto"|"mpi"|"nccl"`` trains data-parallel across the ranks
-    of ``mpiexec`` (see :mod:`fastbp.distributed`); ``batch_size`` is then the global batch.
+    call's ``lr`` (see :mod:`fastbp.checkpoint`). ``distributed="auto"|"mpi"|"nccl"`` trains
+    data-parallel across the ranks of ``mpiexec`` (see :mod:`fastbp.distributed`); ``batch_size`` is then the global batch.
 
     If the loss becomes NaN or inf -- in any epoch, and at the weights of the last update
     (on the last batch, or the validation set) -- the weights of the last finite epoch are
@@ -311,7 +311,8 @@ class Trainer:
             if opts.verbose:
                 bar.write(format_logs(epoch, opts.epochs, logs, self.net.task))
             done = self.should_stop(epoch, logs)
-            if (done or epoch == opts.epochs or checkpoint is not None) and "val_loss" not in logs:
+            kept = done or epoch == opts.epochs or checkpoint is not None  # returned or saved
+            if kept and "val_loss" not in logs:  # the validation loss has seen the update
                 self.check_finite(epoch, "loss after the last update",
                                   self.loss_after_last_update())
             if checkpoint is not None and self.is_writer:

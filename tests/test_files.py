@@ -96,7 +96,7 @@ def test_written_bytes_come_back_exactly(tmp_path_factory, payload, mode):
     data = payload if mode == "wb" else payload.decode("latin-1")
     with files.atomic_write(path, mode) as f:
         f.write(data)
-    assert (path.read_bytes() if mode == "wb" else path.read_text(encoding="utf-8")) == data
+    assert (path.read_bytes() if mode == "wb" else path.read_bytes().decode("utf-8")) == data
 
 
 def test_an_exception_inside_the_block_keeps_the_old_file(tmp_path):
