@@ -151,10 +151,10 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
         opts.verbose = opts.verbose if comm.rank == 0 else 0
     with checkpoints.exclusive(checkpoint, checkpoint is not None
                                and (comm is None or comm.rank == 0)):
-        return train(net, opts, X, y, validation_data, checkpoint, resume, comm)
+        return fit_checked(net, opts, X, y, validation_data, checkpoint, resume, comm)
 
 
-def train(net, opts, X, y, validation_data, checkpoint, resume, comm) -> History:
+def fit_checked(net, opts, X, y, validation_data, checkpoint, resume, comm) -> History:
     """:func:`fit` after its options are checked: the data checked, the checkpoint read and
     validated (before anything changes), the split, the preprocessor, the trainer."""
     X, Y = check_data(net, X, y)

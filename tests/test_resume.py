@@ -209,7 +209,7 @@ def test_mutated_checkpoints_resume_or_fail_clearly_changing_nothing(tmp_path, d
 
 def test_a_second_run_writing_the_same_checkpoint_is_refused(tmp_path):
     path = tmp_path / "run.ckpt"
-    started, release, errors = threading.Event(), threading.Event(), []
+    started, release = threading.Event(), threading.Event()
 
     def slow(epoch, logs):
         started.set()
