@@ -52,7 +52,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import __version__
+from .argtypes import figure_file, output_file
 from .backend import backend_names, get_backend, probe
+from .files import atomic_write_text, save_figure
 
 EXTRA_HINT = "pip install 'fastbp[bench]'"
 
@@ -648,9 +650,8 @@ def run(args):
     machine = machine_info(plan, worker.info if worker else None)
     print(format_table(results, machine))
     if args.json:
-        with open(args.json, "w") as out:
-            json.dump(as_json(plan, results, machine), out, indent=1)
-            out.write("\n")
+        atomic_write_text(args.json,
+                          json.dumps(as_json(plan, results, machine), indent=1) + "\n")
         print(f"wrote {args.json}")
     if args.plot:
         if plan.sweep:
@@ -717,7 +718,7 @@ def plot_configs(results, machine, path):
     ax.legend(loc="upper left", ncols=math.ceil(len(style) / rows), fontsize=9)
     ax.set_title(f"Training-step throughput through fit (bar labels: ms/step)\n"
                  f"{figure_title(machine)}", fontsize=10)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def case_label(case: Case) -> str:
@@ -764,7 +765,7 @@ def plot_sweep(plan, results, machine, path):
         ax.grid(True, which="both", alpha=0.3)
     panels[0].legend(loc="upper left", fontsize=9)
     fig.suptitle(f"Training step vs {swept} ({setup})\n{figure_title(machine)}", fontsize=11)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 # -- the command line -----------------------------------------------------------------------
@@ -782,8 +783,9 @@ def configure_parser(parser):
                         "every usable one; unusable ones are skipped with the reason)")
     parser.add_argument("--compare-torch", action="store_true",
                         help="add PyTorch (eager; CUDA when a GPU answers) on the same model")
-    parser.add_argument("--json", metavar="OUT.json", help="write the results here")
-    parser.add_argument("--plot", metavar="OUT.png",
+    parser.add_argument("--json", metavar="OUT.json", type=output_file("results (JSON)"),
+                        help="write the results here")
+    parser.add_argument("--plot", metavar="OUT.png", type=figure_file,
                         help="write a bar chart (or the sweep's log-log curves) here")
     parser.add_argument("--sweep", choices=sorted(SWEEPS),
                         help="time one config over batch sizes 32..8192 or hidden widths "

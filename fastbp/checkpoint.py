@@ -5,14 +5,29 @@ on Ctrl-C / SIGTERM, after the step in flight. It holds everything the next step
 so a run resumed from it ends bit-identical to one that was never interrupted:
 
 - the flat parameter vector and the optimizer's state vectors and step count;
-- the model's host RNG state (shuffles, dropout masks);
+- the model's host RNG state (shuffles, dropout masks), and the permutation that drew the
+  validation split (so a resumed run holds out the same rows, even with ``seed=None``);
 - the epoch and, for a mid-epoch checkpoint, that epoch's shuffle order, the next row and the
   loss summed so far;
-- the history, and the model config (a checkpoint of another architecture is refused).
+- the history, the model config, and the run's :func:`fingerprint`.
+
+Resume continues the same run, or refuses: the fingerprint (a digest of the training and
+validation data, and every fit option that changes the trajectory, taken generically from
+:class:`~fastbp.train.FitOptions`) and the model config must match, naming what differs.
+``resume="new_lr"`` is the one override: it continues with this fit's learning rate.
+A checkpoint is read and validated in full into a :class:`Saved` before anything changes;
+:func:`restore` then commits it, so a refused or corrupt checkpoint leaves the model as it was.
+While a fit writes a checkpoint it holds an exclusive lock on it (``.NAME.lock`` beside it):
+a second process training into the same path is refused.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import hashlib
+import math
+import numbers
 import os
 import signal
 import threading
@@ -21,13 +36,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .files import atomic_savez, read_savez
+from .files import FileFormatError, atomic_savez, read_savez
 
 FORMAT = "fastbp-checkpoint"
-VERSION = 1
-#: config entries that must match between the checkpoint and the network resuming from it
-ARCHITECTURE_KEYS = ("sizes", "activation", "output", "loss", "dtype", "leaky_slope",
-                     "elu_alpha", "maxout_pieces", "preprocess")
+VERSION = 2
+#: fit options that do not change the steps already taken (a resumed run may change them)
+UNFINGERPRINTED_OPTIONS = ("epochs", "verbose", "callbacks")
+#: fit options a resume may override when asked to, and how it asks
+OVERRIDES = {"lr": "new_lr"}
+#: config entries that only decide the initial weights, which the checkpoint replaces
+INITIAL_ONLY_KEYS = ("init", "init_scale", "seed", "prelu_init")
+RESUME_MODES = (False, True, *OVERRIDES.values())
 
 
 @dataclass
@@ -45,6 +64,62 @@ class Position:
         return self.next_row > 0
 
 
+@dataclass
+class Saved:
+    """A checkpoint read and validated in full, not yet applied to anything."""
+
+    position: Position
+    params: np.ndarray
+    optimizer_arrays: dict
+    optimizer_scalars: dict
+    rng_state: dict
+    history: dict
+    best: np.ndarray | None
+    split_order: np.ndarray | None
+
+
+def check_resume(resume):
+    """``resume``: False, True, or an override of :data:`OVERRIDES` (``"new_lr"``)."""
+    if not any(resume is mode or (isinstance(mode, str) and resume == mode)
+               for mode in RESUME_MODES):
+        raise ValueError(f"resume must be one of {list(RESUME_MODES)}, got {resume!r}")
+    return resume
+
+
+def fingerprint(opts, X, Y, validation) -> dict:
+    """What identifies a run: a digest of the training data ``(X, Y)`` and of ``validation``
+    (``(X_val, Y_val)`` or None), and every option of ``opts`` (a dataclass) but
+    :data:`UNFINGERPRINTED_OPTIONS`, each as a JSON value (arrays by digest)."""
+    options = {f.name: describe(getattr(opts, f.name)) for f in dataclasses.fields(opts)
+               if f.name not in UNFINGERPRINTED_OPTIONS}
+    data = {"train": [digest(X), digest(Y)],
+            "validation": None if validation is None else [digest(a) for a in validation]}
+    return {"options": options, "data": data}
+
+
+def describe(value):
+    """A JSON-comparable stand-in for an option's value: itself for plain values, a digest for
+    arrays, the qualified name for a callable."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (list, tuple)):
+        return [describe(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): describe(v) for k, v in value.items()}
+    if callable(value):
+        return f"{getattr(value, '__module__', '?')}.{getattr(value, '__qualname__', value)}"
+    if hasattr(value, "shape") and hasattr(value, "dtype"):
+        return digest(value)
+    return repr(value)
+
+
+def digest(array) -> str:
+    """``shape dtype blake2b(bytes)`` of a host array."""
+    array = np.ascontiguousarray(array)
+    return (f"{array.shape} {array.dtype} "
+            f"{hashlib.blake2b(memoryview(array).cast('B'), digest_size=16).hexdigest()}")
+
+
 def save(path, trainer, position: Position):
     """Write ``trainer``'s state at ``position`` to ``path``."""
     net, be = trainer.net, trainer.backend
@@ -55,49 +130,240 @@ def save(path, trainer, position: Position):
         arrays["order"] = np.asarray(position.order)
     if trainer.best is not None:
         arrays["best"] = be.to_numpy(trainer.best)
+    if trainer.split_order is not None:
+        arrays["split_order"] = np.asarray(trainer.split_order)
     meta = {
         "format": FORMAT, "version": VERSION, "config": net.config,
         "optimizer": trainer.opts.optimizer, "optimizer_scalars": opt_scalars,
         "rng_state": net.rng.bit_generator.state, "epoch": position.epoch,
         "next_row": position.next_row, "loss_so_far": position.loss_so_far,
-        "history": trainer.history.as_dict(),
+        "history": trainer.history.as_dict(), "fingerprint": trainer.fingerprint,
     }
     atomic_savez(path, arrays, meta)
 
 
-def load(path, trainer) -> Position:
-    """Restore ``trainer`` (a fresh model and optimizer) from ``path``; returns the position.
-
-    A missing file is a fresh start (so a job can always pass ``resume=True``).
-    """
+def read(path, net, opts, run_fingerprint, n_rows, resume=True) -> Saved | None:
+    """The checkpoint at ``path`` for a fit of ``net`` with ``opts`` on ``n_rows`` rows
+    (before the validation split) and ``run_fingerprint``, validated in full; None when
+    there is no file (a fresh start, so a job can always pass ``resume=True``). Nothing is
+    changed: :func:`restore` applies it."""
+    path = os.fspath(path)
     if not os.path.exists(path):
-        return Position(0)
-    meta, arrays = read_savez(path, "fastbp checkpoint")
+        return None
+    shapes_needed = expected_shapes(net, opts, n_rows)
+
+    def validate(meta, shapes):
+        check_header(path, meta)
+        check_compatible(path, meta, net, opts, run_fingerprint, resume)
+        check_shapes(path, shapes, shapes_needed)
+
+    meta, arrays = read_savez(path, "fastbp checkpoint", validate)
+    return parse(path, meta, arrays, net, opts, n_rows)
+
+
+def expected_shapes(net, opts, n_rows) -> dict:
+    """Array name -> shape (None: any length-``n`` vector, checked in :func:`parse`)."""
+    vector = (net.n_params,)
+    shapes = {"params": vector, "best": vector, "order": None, "split_order": (n_rows,)}
+    probe = make_probe_optimizer(net, opts)
+    shapes.update({f"opt_{name}": vector for name in probe.state_arrays})
+    return shapes
+
+
+def make_probe_optimizer(net, opts):
+    """An optimizer of the kind ``opts`` names, with state vectors of length 0: what its
+    :meth:`state` names, at no cost."""
+    from .optim import make_optimizer
+
+    return make_optimizer(opts.optimizer, net.backend, 0, net.dtype, opts.lr, opts.momentum)
+
+
+def check_header(path, meta):
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{path!r} is not a fastbp checkpoint (format {meta.get('format')!r})")
-    check_compatible(path, meta, trainer)
-    net = trainer.net
-    net.set_flat_params(arrays["params"])
-    trainer.optimizer.load_state({k[4:]: v for k, v in arrays.items() if k.startswith("opt_")},
-                                 meta["optimizer_scalars"])
-    net.rng.bit_generator.state = meta["rng_state"]
-    for key, value in meta["history"].items():
-        setattr(trainer.history, key, value)
-    if "best" in arrays:
-        trainer.best = net.backend.asarray(arrays["best"], net.dtype)
-    return Position(meta["epoch"], meta["next_row"], arrays.get("order"), meta["loss_so_far"])
+        raise FileFormatError(f"{path!r} is not a fastbp checkpoint (format "
+                              f"{meta.get('format')!r})")
+    if meta.get("version") != VERSION:
+        raise FileFormatError(f"checkpoint {path!r} has format version {meta.get('version')!r},"
+                              f" this fastbp reads version {VERSION}: start the run afresh")
+    for key in ("config", "history", "rng_state", "fingerprint", "optimizer_scalars"):
+        if not isinstance(meta.get(key), dict):
+            raise FileFormatError(f"checkpoint {path!r}: {key!r} must be a JSON object")
 
 
-def check_compatible(path, meta, trainer):
-    """Refuse a checkpoint of another architecture or optimizer, naming the difference."""
-    saved, current = meta["config"], trainer.net.config
-    for key in ARCHITECTURE_KEYS:
-        if saved.get(key) != current.get(key):
+def check_compatible(path, meta, net, opts, run_fingerprint, resume):
+    """Refuse a checkpoint of another model, optimizer, data or trajectory-changing option,
+    naming the difference (``resume="new_lr"`` lets the learning rate differ)."""
+    saved, current = meta["config"], net.config
+    for key in sorted(set(saved) | set(current)):
+        if key not in INITIAL_ONLY_KEYS and saved.get(key) != current.get(key):
             raise ValueError(f"checkpoint {path!r} is of another architecture: {key} is "
                              f"{saved.get(key)!r} there, {current.get(key)!r} here")
-    if meta["optimizer"] != trainer.opts.optimizer:
+    if meta.get("optimizer") != opts.optimizer:
         raise ValueError(f"checkpoint {path!r} was written with optimizer="
-                         f"{meta['optimizer']!r}, this fit uses {trainer.opts.optimizer!r}")
+                         f"{meta.get('optimizer')!r}, this fit uses {opts.optimizer!r}")
+    stored = meta["fingerprint"]
+    if stored.get("data") != run_fingerprint["data"]:
+        part = next((k for k in ("train", "validation")
+                     if (stored.get("data") or {}).get(k) != run_fingerprint["data"][k]), "train")
+        raise ValueError(f"checkpoint {path!r} was written training on other {part} data "
+                         f"(different rows, values or order): resume with the same data")
+    overridden = {option for option, mode in OVERRIDES.items() if resume == mode}
+    saved_options, options = stored.get("options") or {}, run_fingerprint["options"]
+    for name in sorted(set(saved_options) | set(options)):
+        if name not in overridden and saved_options.get(name) != options.get(name):
+            hint = (f" (resume={OVERRIDES[name]!r} continues with this fit's {name})"
+                    if name in OVERRIDES else "")
+            raise ValueError(f"checkpoint {path!r} was written with {name}="
+                             f"{saved_options.get(name)!r}, this fit uses "
+                             f"{name}={options.get(name)!r}{hint}")
+
+
+def check_shapes(path, shapes, needed):
+    """Only known arrays, each of the shape this fit needs; ``params`` present."""
+    unknown = sorted(set(shapes) - set(needed))
+    if unknown:
+        raise FileFormatError(f"checkpoint {path!r}: unexpected arrays {unknown}")
+    missing = sorted(n for n in needed
+                     if (n == "params" or n.startswith("opt_")) and n not in shapes)
+    if missing:
+        raise FileFormatError(f"checkpoint {path!r}: the parameters or optimizer state "
+                              f"{missing} are missing")
+    for name, shape in shapes.items():
+        want = needed[name]
+        if (want is None and len(shape) != 1) or (want is not None and tuple(shape) != want):
+            raise FileFormatError(f"checkpoint {path!r}: array {name!r} has shape "
+                                  f"{tuple(shape)}, this fit needs {want or '(n,)'}")
+
+
+def parse(path, meta, arrays, net, opts, n_rows) -> Saved:
+    """Every value of the checkpoint checked, into a :class:`Saved`."""
+    for name in ("params", "best"):
+        if name in arrays and not np.isfinite(arrays[name]).all():
+            raise FileFormatError(f"checkpoint {path!r}: {name} holds NaN or inf")
+    split_order = arrays.get("split_order")
+    if split_order is not None:
+        check_permutation(path, "split_order", split_order, n_rows)
+    n_train = n_rows - validation_rows(opts, n_rows, split_order)
+    position = parse_position(path, meta, arrays.get("order"), opts, n_train)
+    optimizer_class = make_probe_optimizer(net, opts)
+    scalars = meta["optimizer_scalars"]
+    if set(scalars) != set(optimizer_class.state_scalars) or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in scalars.values()):
+        raise FileFormatError(f"checkpoint {path!r}: optimizer_scalars must be numbers "
+                              f"{list(optimizer_class.state_scalars)}, got {scalars!r}")
+    return Saved(position, arrays["params"],
+                 {k[4:]: v for k, v in arrays.items() if k.startswith("opt_")}, scalars,
+                 check_rng_state(path, meta["rng_state"], net.rng),
+                 check_history(path, meta["history"], position.epoch), arrays.get("best"),
+                 split_order)
+
+
+def validation_rows(opts, n_rows, split_order) -> int:
+    """Rows the validation split holds out (0 without one)."""
+    return int(round(opts.validation_split * n_rows)) if split_order is not None else 0
+
+
+def parse_position(path, meta, order, opts, n_train) -> Position:
+    """``epoch``, ``next_row``, ``order`` and ``loss_so_far``, each checked against this fit."""
+    epoch, next_row, loss = meta.get("epoch"), meta.get("next_row"), meta.get("loss_so_far")
+    batch = min(opts.batch_size or n_train, n_train)
+    if not (is_int(epoch) and 0 <= epoch <= opts.epochs):
+        raise FileFormatError(f"checkpoint {path!r}: epoch must be an integer in "
+                              f"[0, {opts.epochs}], got {epoch!r}")
+    if not (is_int(next_row) and 0 <= next_row < n_train and next_row % batch == 0):
+        raise FileFormatError(f"checkpoint {path!r}: next_row must be a multiple of the batch "
+                              f"size {batch} in [0, {n_train}), got {next_row!r}")
+    if not (isinstance(loss, (int, float)) and not isinstance(loss, bool)
+            and math.isfinite(loss)):
+        raise FileFormatError(f"checkpoint {path!r}: loss_so_far must be a finite number, "
+                              f"got {loss!r}")
+    if next_row and opts.shuffle:
+        if order is None:
+            raise FileFormatError(f"checkpoint {path!r}: a mid-epoch checkpoint of a shuffled "
+                                  "run must hold the epoch's order")
+        check_permutation(path, "order", order, n_train)
+    elif order is not None:
+        raise FileFormatError(f"checkpoint {path!r}: holds a shuffle order this fit does not "
+                              "use")
+    return Position(epoch, next_row, order, float(loss))
+
+
+def is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_permutation(path, name, order, n):
+    """``order`` must be a permutation of ``0..n-1`` (an index out of range would read outside
+    the training set, on a GPU outside the device array)."""
+    if (order.dtype.kind not in "iu" or order.shape != (n,)
+            or not np.array_equal(np.sort(order), np.arange(n))):
+        raise FileFormatError(f"checkpoint {path!r}: {name} must be a permutation of "
+                              f"0..{n - 1}")
+
+
+def check_rng_state(path, state, rng) -> dict:
+    """The saved bit-generator state, accepted by a generator of ``rng``'s kind."""
+    try:
+        type(rng.bit_generator)().state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise FileFormatError(f"checkpoint {path!r}: bad rng_state ({exc})") from None
+    return state
+
+
+def check_history(path, history, epochs) -> dict:
+    """The saved history: the fields of :class:`~fastbp.train.History`, one entry per epoch."""
+    from .train import History
+
+    fields = {f.name for f in dataclasses.fields(History)}
+    lists = {"epoch", "train_loss", "val_loss", "val_score", "seconds"} & fields
+    ok = set(history) == fields and all(
+        isinstance(history[k], list) and len(history[k]) == epochs for k in lists)
+    if not ok:
+        raise FileFormatError(f"checkpoint {path!r}: the history does not hold {epochs} "
+                              f"epoch(s) of {sorted(fields)}")
+    return history
+
+
+def restore(saved: Saved, trainer) -> Position:
+    """Commit a validated checkpoint into ``trainer`` (its model, optimizer, history)."""
+    net = trainer.net
+    net.set_flat_params(saved.params)
+    trainer.optimizer.load_state(saved.optimizer_arrays, saved.optimizer_scalars)
+    net.rng.bit_generator.state = saved.rng_state
+    for key, value in saved.history.items():
+        setattr(trainer.history, key, value)
+    if saved.best is not None:
+        trainer.best = net.backend.asarray(saved.best, net.dtype)
+    return saved.position
+
+
+@contextmanager
+def exclusive(path, enabled=True):
+    """Hold an exclusive lock on checkpoint ``path`` while a fit writes it: a second process
+    (or fit) training into the same path gets a clear error instead of a mixed checkpoint."""
+    if not enabled:
+        yield
+        return
+    import fcntl
+
+    real = os.path.realpath(os.fspath(path))
+    lock_path = os.path.join(os.path.dirname(real), f".{os.path.basename(real)}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot write the checkpoint {os.fspath(path)!r}: "
+                                 f"{exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise
+            raise RuntimeError(f"checkpoint {os.fspath(path)!r} is being written by another "
+                               "training run: give this one another checkpoint path") from None
+        yield
+    finally:
+        os.close(fd)
 
 
 class StopRequest:

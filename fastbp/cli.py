@@ -1,26 +1,40 @@
 """The command line: ``fastbp train``, ``fastbp predict``, ``fastbp info``.
 
-Every bad flag or input is one line on stderr (``fastbp: error: ...``) and exit status 2.
+Every user error is one line on stderr (``fastbp: error: ...``) and exit status 2, never a
+traceback: a message that names an argument (``batch_size must be ...``) names the flag as
+typed instead (``--batch-size must be ...``), for every flag of every command. Flags are
+checked before data, backend and model start up (output files when parsed, see
+:mod:`fastbp.argtypes`; training options, activations and sizes before the data load).
+Output to a closed pipe (``fastbp predict ... | head``) ends quietly (status 141, like a
+process killed by SIGPIPE); Ctrl-C says where the checkpoint went (status 130).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
 import platform
+import re
 import sys
 
 import numpy as np
 
-from . import __version__, data, diagnostics
+from . import __version__, checks, data, diagnostics, plots
 from .activations import HIDDEN_NAMES, NAMES as ACTIVATION_NAMES
+from .activations import make_hidden
+from .argtypes import figure_file, output_file
 from .backend import backend_names, probe
 from .bench import configure_parser as configure_bench
 from .bench import run as run_bench
 from .distributed import launcher_rank
+from .files import atomic_write
 from .init import INITS
 from .losses import LOSSES
+from .memory import check_fits
 from .optim import OPTIMIZERS
 from .preprocess import PREPROCESSORS
+from .train import check_options
 
 #: output activation and loss for each kind of task, unless --output / --loss say otherwise
 TASK_DEFAULTS = {
@@ -102,17 +116,20 @@ def add_fit_flags(p):
                    help="std of Gaussian noise added to training inputs")
     g.add_argument("--precision", choices=["highest", "tf32"], default="highest",
                    help="GEMM precision (tf32: TF32 tensor cores, cupy backend only)")
-    g.add_argument("--plot", metavar="CURVES.png",
+    g.add_argument("--plot", metavar="CURVES.png", type=figure_file,
                    help="write the training and validation cost per epoch to this figure")
     g.add_argument("--validation-split", type=float, default=0.1,
                    help="fraction of the training data held out for validation (default: 0.1)")
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                    help="stop after this many epochs without a better validation loss")
     g.add_argument("--no-shuffle", action="store_true", help="keep the data order each epoch")
-    g.add_argument("--checkpoint", metavar="RUN.ckpt",
+    g.add_argument("--checkpoint", metavar="RUN.ckpt", type=output_file("checkpoint"),
                    help="write a checkpoint here after every epoch and on Ctrl-C / SIGTERM")
-    g.add_argument("--resume", action="store_true",
-                   help="continue from --checkpoint (a missing file starts afresh)")
+    g.add_argument("--resume", action="store_const", const=True, default=False,
+                   help="continue from --checkpoint (a missing file starts afresh); refused "
+                   "if the data or a trajectory-changing flag differ")
+    g.add_argument("--resume-new-lr", dest="resume", action="store_const", const="new_lr",
+                   help="like --resume, continuing with this run's --lr")
     g.add_argument("--distributed", action="store_const", const="auto",
                    help="data-parallel over the ranks of mpiexec (MPI on CPUs, NCCL on GPUs); "
                    "--batch-size is the global batch")
@@ -133,9 +150,11 @@ def build_parser() -> Parser:
                        "(default: digits)")
     train.add_argument("--target", default="-1",
                        help="CSV target column, name or index (default: last)")
+    add_header_flag(train)
     train.add_argument("--test-size", type=float, default=0.2,
                        help="fraction held out as the test set (default: 0.2)")
-    train.add_argument("--save", metavar="MODEL.npz", help="write the trained model here")
+    train.add_argument("--save", metavar="MODEL.npz", type=output_file("model"),
+                       help="write the trained model here")
     add_model_flags(train)
     add_fit_flags(train)
 
@@ -144,7 +163,9 @@ def build_parser() -> Parser:
     predict.add_argument("model", help="a model saved by 'fastbp train --save'")
     predict.add_argument("data", help="CSV (or .npz with X) of features")
     predict.add_argument("--target", help="a target column to drop and score against")
-    predict.add_argument("--output", "-o", help="write predictions to this CSV (default: stdout)")
+    add_header_flag(predict)
+    predict.add_argument("--output", "-o", type=output_file("predictions"),
+                         help="write predictions to this CSV (default: stdout)")
     predict.add_argument("--proba", action="store_true", help="write class probabilities")
     predict.add_argument("--backend", default="auto", choices=["auto"] + backend_names())
 
@@ -166,10 +187,46 @@ def build_parser() -> Parser:
     return parser
 
 
+def add_header_flag(p):
+    p.add_argument("--header", action=argparse.BooleanOptionalAction, default=None,
+                   help="the CSV's first row is (--header) or is not (--no-header) a row of "
+                   "column names (default: a header if a cell of it is not a number)")
+
+
+def fit_options(args) -> dict:
+    """The options of :func:`fastbp.train.check_options` that the flags give."""
+    return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                optimizer=args.optimizer, momentum=args.momentum,
+                weight_decay=args.weight_decay, dropout=args.dropout,
+                input_noise=args.input_noise, precision=args.precision,
+                validation_split=args.validation_split or 0.0,
+                early_stopping=args.early_stopping, shuffle=not args.no_shuffle,
+                verbose=0 if args.quiet else 1)
+
+
+def check_train_flags(args):
+    """Everything the flags alone decide, before data, backend and model start up: the
+    training options, the test split, the activation names, and hidden sizes that fit in
+    memory (counting only the weights between hidden layers and their biases)."""
+    check_options(**fit_options(args))
+    checks.check_number(args.test_size, "test_size", low=0, high=1, low_open=True,
+                        high_open=True)
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        raise ImportError(f"--plot needs Matplotlib: {plots.INSTALL_HINT}")
+    for name in args.activation.split(","):
+        make_hidden(name, leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha)
+    hidden = args.hidden
+    n_params = sum(a * b for a, b in zip(hidden, hidden[1:])) + sum(hidden)
+    check_fits(2 * n_params * (4 if args.dtype == "float32" else 8),
+               f"--hidden {','.join(map(str, hidden))} gives at least {n_params:,} "
+               "parameters, which with their gradients")
+
+
 def run_train(args):
     from .model import MLP
 
-    ds = data.load_any(args.data, args.target)
+    check_train_flags(args)
+    ds = data.load_any(args.data, args.target, args.header)
     output, loss = TASK_DEFAULTS[ds.task]
     output, loss = args.output or output, args.loss or loss
     X_train, X_test, y_train, y_test = data.train_test_split(ds.X, ds.y, args.test_size,
@@ -187,23 +244,18 @@ def run_train(args):
         f"{ds.X.shape[1]} features")
     say(f"backend: {net.backend.name} ({net.backend.reason})")
     say(f"model: {net}")
-    history = net.fit(
-        X_train, y_train, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
-        dropout=args.dropout, input_noise=args.input_noise, precision=args.precision,
-        validation_split=args.validation_split or 0.0, early_stopping=args.early_stopping,
-        shuffle=not args.no_shuffle, verbose=0 if args.quiet else 1,
-        checkpoint=args.checkpoint, resume=args.resume, distributed=args.distributed)
+    history = net.fit(X_train, y_train, **fit_options(args), checkpoint=args.checkpoint,
+                      resume=args.resume, distributed=args.distributed)
     if launcher_rank():
         return  # only rank 0 reports and saves
+    if args.save:  # the model first: the extras after it must not lose it
+        net.save(args.save)
+        say(f"saved model to {args.save}")
+    metric = "R^2" if net.task == "regression" else "accuracy"
+    print(f"test {metric}: {net.score(X_test, y_test):.4f}")
     if args.plot:
         history.plot(args.plot)
         say(f"wrote training curves to {args.plot}")
-    metric = "R^2" if net.task == "regression" else "accuracy"
-    print(f"test {metric}: {net.score(X_test, y_test):.4f}")
-    if args.save:
-        net.save(args.save)
-        say(f"saved model to {args.save}")
 
 
 def run_predict(args):
@@ -214,7 +266,7 @@ def run_predict(args):
         ds = data.load_npz(args.data)
         X, y = ds.X, ds.y
     else:
-        header, table = data.read_csv(args.data)
+        header, table = data.read_csv(args.data, args.header)
         y = None
         if args.target is not None:
             col = data.column_index(header, args.target, table.shape[1])
@@ -223,7 +275,11 @@ def run_predict(args):
     out = net.predict_proba(X) if args.proba else net.predict(X)
     out = np.asarray(out)
     fmt = "%d" if out.dtype.kind in "iu" else "%.6g"
-    np.savetxt(args.output or sys.stdout, out.reshape(len(X), -1), fmt=fmt, delimiter=",")
+    if args.output:
+        with atomic_write(args.output) as f:
+            np.savetxt(f, out.reshape(len(X), -1), fmt=fmt, delimiter=",")
+    else:
+        np.savetxt(sys.stdout, out.reshape(len(X), -1), fmt=fmt, delimiter=",")
     if y is not None:
         metric = "R^2" if net.task == "regression" else "accuracy"
         print(f"{metric}: {net.score(X, y):.4f}", file=sys.stderr)
@@ -274,17 +330,69 @@ COMMANDS = {"train": run_train, "predict": run_predict, "info": run_info,
             "diagnose": diagnostics.run, "bench": run_bench}
 
 
+#: user errors: one line, exit status 2 (MemoryError: a size too large for this machine)
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError, FloatingPointError,
+               MemoryError)
+
+
 def main(argv=None) -> int:
+    parser, args = build_parser(), None
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
         COMMANDS[args.command](args)
     except CliError as exc:
         print(exc, file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError, ImportError, RuntimeError, FloatingPointError) as exc:
-        print(f"fastbp: error: {exc}", file=sys.stderr)
+    except BrokenPipeError:
+        return closed_pipe()
+    except USER_ERRORS as exc:
+        print(f"fastbp: error: {name_flags(one_line(exc), parser, args)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("fastbp: interrupted", file=sys.stderr)
+        print(f"fastbp: interrupted{checkpoint_note(args)}", file=sys.stderr)
         return 130
     return 0
+
+
+def one_line(exc) -> str:
+    """The exception's message on one line (a MemoryError says what it is)."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return f"out of memory: {text}" if isinstance(exc, MemoryError) else text
+
+
+def name_flags(message: str, parser, args) -> str:
+    """``message`` with each argument name the command's flags set (``batch_size must``)
+    replaced by the flag (``--batch-size must``)."""
+    if args is None:
+        return message
+    for dest, flag in flag_names(parser, args.command).items():
+        pattern = rf"(?<![\w-]){re.escape(dest)}(?=\[| must| needs|=| is not| [<>])"
+        message = re.sub(pattern, flag, message)
+    return message
+
+
+def flag_names(parser, command) -> dict:
+    """``{dest: "--long-flag"}`` of the options of ``command``'s subparser."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    names = {}
+    for action in sub.choices[command]._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest not in names:
+            names[action.dest] = longs[0]
+    return names
+
+
+def checkpoint_note(args) -> str:
+    """Where the checkpoint of an interrupted training went, if it wrote one."""
+    path = getattr(args, "checkpoint", None)
+    if path and os.path.exists(path):
+        return f"; checkpoint written to {path} (continue with the same command and --resume)"
+    return ""
+
+
+def closed_pipe() -> int:
+    """The reader of our output went away (``| head``): stop quietly, and keep Python from
+    complaining when it flushes stdout at exit."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141

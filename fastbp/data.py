@@ -8,11 +8,14 @@ Bundled sets come from scikit-learn's own files (no download): ``digits`` (8x8 i
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import checks
+from .csvfile import is_number, read_csv
+from .files import FileFormatError
 
 BUNDLED = ("digits", "iris", "breast_cancer", "diabetes", "xor")
 
@@ -58,29 +61,39 @@ def load_digits() -> Dataset:
 
 def load_npz(path, x_key="X", y_key="y", task=None) -> Dataset:
     """Arrays ``X`` and ``y`` from an .npz file (no pickle)."""
-    with np.load(path, allow_pickle=False) as f:
-        missing = [k for k in (x_key, y_key) if k not in f.files]
-        if missing:
-            raise ValueError(f"{path}: expected arrays {x_key!r} and {y_key!r}, "
-                             f"found {f.files}")
-        X, y = f[x_key], f[y_key]
-    return Dataset(checks.as_float_array(X, "X"), checks.as_float_array(y, "y"),
-                   task or guess_task(y), os.path.basename(str(path)))
+    arrays = read_npz(path, (x_key, y_key))
+    X = checks.as_float_array(arrays[x_key], f"{path}: {x_key}")
+    y = checks.as_float_array(arrays[y_key], f"{path}: {y_key}")
+    return Dataset(X, y, task or guess_task(y), os.path.basename(str(path)))
 
 
-def read_csv(path) -> tuple[list[str] | None, np.ndarray]:
-    """A numeric CSV as ``(header or None, float64 matrix)``."""
-    with open(path, encoding="utf-8") as f:
-        first = f.readline()
-    cells = [c.strip() for c in first.split(",")]
-    header = None if all(is_number(c) for c in cells) else cells
-    data = np.loadtxt(path, delimiter=",", skiprows=1 if header else 0, ndmin=2)
-    return header, data
+def read_npz(path, keys) -> dict:
+    """The arrays ``keys`` of an .npz data file (``keys[1:]`` may be absent); every problem a
+    :class:`~fastbp.files.FileFormatError` naming the file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no data file at {path!r}")
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            if not hasattr(f, "files"):
+                raise FileFormatError(f"{path!r} is a single .npy array, not an .npz archive")
+            if keys[0] not in f.files:
+                raise FileFormatError(f"{path!r}: expected arrays {list(keys)}, found {f.files}")
+            return {k: f[k] for k in keys if k in f.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        if isinstance(exc, FileFormatError):
+            raise
+        raise FileFormatError(f"{path!r} is not an .npz archive of numeric arrays (truncated, "
+                              "corrupt, pickled or another kind of file)") from None
 
 
-def load_csv(path, target=-1, task=None) -> Dataset:
-    """Features and target from a numeric CSV; ``target`` is a column name or index."""
-    header, data = read_csv(path)
+def load_csv(path, target=-1, task=None, header=None) -> Dataset:
+    """Features and target from a numeric CSV (see :mod:`fastbp.csvfile`); ``target`` is a
+    column name or index, ``header`` None (guess), True or False."""
+    header, data = read_csv(path, header)
+    if data.shape[1] < 2:
+        raise FileFormatError(f"{path!r} has {data.shape[1]} column: training needs at least "
+                              "one feature column besides the target")
     col = column_index(header, target, data.shape[1])
     y = data[:, col]
     X = np.delete(data, col, axis=1)
@@ -99,14 +112,6 @@ def column_index(header, target, n_cols) -> int:
     return index % n_cols
 
 
-def is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
 def guess_task(y) -> str:
     """Integer labels -> classification (0/1 only: still classification); floats -> regression."""
     y = np.asarray(y)
@@ -115,13 +120,13 @@ def guess_task(y) -> str:
     return "regression"
 
 
-def load_any(source, target=-1) -> Dataset:
-    """A bundled name, or a path to an .npz or .csv file."""
+def load_any(source, target=-1, header=None) -> Dataset:
+    """A bundled name, or a path to an .npz or .csv file (``header``: see :func:`load_csv`)."""
     text = str(source)
     if text.endswith(".npz"):
         return load_npz(text)
     if text.endswith(".csv"):
-        return load_csv(text, target)
+        return load_csv(text, target, header=header)
     if os.path.exists(text):
         raise ValueError(f"data file must end in .npz or .csv, got {text!r}")
     return load(text)

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import checks
 from .activations import HIDDEN_NAMES
+from .argtypes import figure_file
 from .backend import backend_names
 from .init import INITS
 
@@ -100,7 +101,7 @@ def configure_parser(parser):
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     parser.add_argument("--backend", default="auto", choices=["auto"] + backend_names(),
                         help="array backend (default: auto)")
-    parser.add_argument("--plot", metavar="OUT.png",
+    parser.add_argument("--plot", metavar="OUT.png", type=figure_file,
                         help="write the per-layer histograms and mean/std curves here")
     return parser
 

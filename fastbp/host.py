@@ -11,6 +11,18 @@ def concat_rows(chunks):
     return chunks[0] if len(chunks) == 1 else np.concatenate(chunks, axis=0)
 
 
+def check_finite_outputs(outputs, dtype: str):
+    """``outputs``, unless one is NaN or inf: then a FloatingPointError saying where."""
+    bad = ~np.isfinite(outputs)
+    if bad.any():
+        row, col = (int(i) for i in np.argwhere(bad)[0])
+        raise FloatingPointError(
+            f"the network's output {col} of sample {row} is {outputs[row, col]}: the weights "
+            f"or the inputs overflow {dtype} (diverged training, or inputs far larger than "
+            "those it was trained on)")
+    return outputs
+
+
 def class_indices(outputs):
     """``argmax_k`` of each row: the predicted (or one-hot true) class."""
     return np.asarray(outputs).argmax(axis=1)

@@ -22,8 +22,10 @@ import math
 from . import checks, host, init as initialisers
 from .activations import make_activation, make_hidden
 from .backend import get_backend
+from .guard import UseGuard, exclusive
 from .layers import Dense, Maxout, PReLU
 from .losses import make_loss
+from .memory import check_fits
 from .preprocess import check_preprocess, make_preprocessor
 
 #: rows per chunk when predicting, to bound device memory
@@ -42,6 +44,9 @@ class MLP:
     feature standardiser or whitener (:mod:`fastbp.preprocess`) on the training data at the
     first :meth:`fit` and applies it to every later input (it is saved too);
     ``standardize=True`` is an alias of ``preprocess="standardize"``.
+
+    Every name is checked at construction, used or not. A model serves one thread at a time:
+    a call from a second thread while one runs is a RuntimeError (:mod:`fastbp.guard`).
     """
 
     def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
@@ -69,6 +74,7 @@ class MLP:
         self.dtype = self.config["dtype"]
         self.rng = initialisers.make_rng(seed)
         self.preprocessor = None
+        self._guard = UseGuard()
         self._build(scale)
 
     # -- construction ----------------------------------------------------------------------
@@ -79,6 +85,9 @@ class MLP:
         if names is None:
             raise TypeError(f"activation must be a name or a list of names, got "
                             f"{type(activation).__name__}")
+        for name in names or [activation]:  # checked even where no hidden layer uses it
+            make_hidden(name, leaky_slope=self.config["leaky_slope"],
+                        elu_alpha=self.config["elu_alpha"])
         if len(names) != n_hidden:
             raise ValueError(f"activation list must have one name per hidden layer "
                              f"({n_hidden}), got {len(names)}")
@@ -90,9 +99,12 @@ class MLP:
         weights, drawn on the host layer by layer."""
         self.layers = [self._make_layer(kind, n_in, n_out) for kind, n_in, n_out in zip(
             self.hidden + [self.output], self.sizes[:-1], self.sizes[1:])]
+        n_params = sum(math.prod(shape) for spec in self.param_layout for _, shape in spec)
+        check_fits(2 * n_params * (4 if self.dtype == "float32" else 8),
+                   f"sizes {self.sizes} give {n_params:,} parameters, which with their "
+                   f"gradients ({self.dtype})", self.backend.device_memory_free())
         initial = [layer.initial_params(self.rng, self.config["init"], scale)
                    for layer in self.layers]
-        n_params = sum(math.prod(shape) for spec in self.param_layout for _, shape in spec)
         self.params = self.backend.zeros((n_params,), self.dtype)
         self.grads = self.backend.zeros((n_params,), self.dtype)
         for layer, params, grads in zip(self.layers, self._split(self.params),
@@ -137,6 +149,7 @@ class MLP:
         return self.loss_fn.task
 
     # -- weights ---------------------------------------------------------------------------
+    @exclusive
     def get_weights(self):
         """Per layer, a tuple of host NumPy copies of its parameters (:attr:`param_layout`):
         ``(W_l, b_l)`` with ``W_l`` of shape ``(n_{l-1}, n_l)``; ``(W_l, b_l, alpha_l)`` for a
@@ -146,6 +159,7 @@ class MLP:
         return [tuple(self.backend.to_numpy(p).copy() for p in params)
                 for params in self._split(self.params)]
 
+    @exclusive
     def set_weights(self, weights):
         """Replace every layer's parameters, given as :meth:`get_weights` returns them; shapes
         and finiteness are checked before any write."""
@@ -168,10 +182,12 @@ class MLP:
             for array, view in zip(arrays, views):
                 self.backend.copy(self.backend.asarray(array, self.dtype), view)
 
+    @exclusive
     def get_flat_params(self):
         """The flat parameter vector ``theta`` (host copy), laid out as :attr:`param_layout`."""
         return self.backend.to_numpy(self.params).copy()
 
+    @exclusive
     def set_flat_params(self, theta):
         """Overwrite ``theta`` from a host vector of length :attr:`n_params`."""
         theta = checks.as_float_array(theta, "theta")
@@ -246,12 +262,20 @@ class MLP:
             stop = min(start + PREDICT_CHUNK, X.shape[0])
             yield start, stop, self.backend.asarray(X[start:stop], self.dtype)
 
+    @exclusive
     def forward(self, X):
-        """``a_L`` for host features ``X``: the network's outputs as a NumPy array."""
-        X = self.prepare(X)
-        return host.concat_rows([self.backend.to_numpy(self.forward_device(Xc)).copy()
-                                 for _, _, Xc in self._chunks(X)])
+        """``a_L`` for host features ``X``: the network's outputs as a NumPy array; a
+        FloatingPointError if any is NaN or inf."""
+        return self._outputs(self.prepare(X))
 
+    def _outputs(self, X):
+        """``a_L`` for prepared host features, chunk by chunk; finite, else a
+        FloatingPointError."""
+        return host.check_finite_outputs(
+            host.concat_rows([self.backend.to_numpy(self.forward_device(Xc)).copy()
+                              for _, _, Xc in self._chunks(X)]), self.dtype)
+
+    @exclusive
     def activations(self, X):
         """``[a_1, ..., a_L]`` for host features ``X`` (NumPy), e.g. for per-layer statistics."""
         X = self.prepare(X)
@@ -262,6 +286,7 @@ class MLP:
                 store.append(self.backend.to_numpy(layer.a).copy())
         return [host.concat_rows(chunks) for chunks in per_layer]
 
+    @exclusive
     def predict_proba(self, X):
         """Class probabilities (softmax or sigmoid outputs)."""
         if self.output.name not in ("softmax", "sigmoid") or self.task == "regression":
@@ -270,6 +295,7 @@ class MLP:
                              f"loss={self.loss_fn.name!r}")
         return self.forward(X)
 
+    @exclusive
     def predict(self, X):
         """Class indices (classification), 0/1 per output (binary), or values (regression)."""
         out = self.forward(X)
@@ -279,24 +305,33 @@ class MLP:
             out = (out > 0.5).astype("int64")
         return out[:, 0] if out.shape[1] == 1 else out
 
+    @exclusive
     def score(self, X, y):
         """Accuracy for classifiers, R^2 for regression."""
         X = self.prepare(X)
         Y = self.targets(y, X.shape[0])
-        outputs = host.concat_rows([self.backend.to_numpy(self.forward_device(Xc)).copy()
-                                    for _, _, Xc in self._chunks(X)])
-        return host.score(outputs, Y, self.task)
+        return host.score(self._outputs(X), Y, self.task)
 
+    @exclusive
     def loss(self, X, y, weight_decay=0.0):
         """``J = mean_i L_i + (weight_decay/2) sum_l ||W_l||^2`` on host data."""
         weight_decay = checks.check_number(weight_decay, "weight_decay", low=0)
-        X = self.prepare(X)
-        total, _ = self.evaluate(X, self.targets(y, X.shape[0]))
-        return total / X.shape[0] + self.penalty(weight_decay)
+        total, outputs = self.evaluate(X, y)
+        return total / outputs.shape[0] + self.penalty(weight_decay)
 
-    def evaluate(self, X, Y):
-        """``(sum_i L_i, outputs a_L)`` on prepared host features and a target matrix,
-        chunk by chunk."""
+    @exclusive
+    def evaluate(self, X, y):
+        """``(sum_i L_i, outputs a_L)`` on host features ``X`` and labels ``y`` in any form
+        :meth:`fit` takes (class indices or one-hot, ...), both validated and ``X``
+        preprocessed; a FloatingPointError if an output is NaN or inf."""
+        X = self.prepare(X)
+        total, outputs = self.evaluate_prepared(X, self.targets(y, X.shape[0]))
+        return total, host.check_finite_outputs(outputs, self.dtype)
+
+    def evaluate_prepared(self, X, Y):
+        """:meth:`evaluate` on already prepared host features and an ``(N, n_outputs)`` target
+        matrix (what :meth:`targets` returns), chunk by chunk; outputs unchecked (training
+        checks the loss itself)."""
         outputs, total = [], 0.0
         for start, stop, Xc in self._chunks(X):
             self.forward_device(Xc)
@@ -307,6 +342,7 @@ class MLP:
             outputs.append(self.backend.to_numpy(top.a).copy())
         return total, host.concat_rows(outputs)
 
+    @exclusive
     def gradients(self, X, y, weight_decay=0.0):
         """``[(dJ/dW_l, dJ/db_l), ...]`` of the full-batch cost on host data (NumPy), in the
         format of :meth:`get_weights` (``dJ/dalpha_l`` third for a PReLU layer)."""
@@ -320,18 +356,21 @@ class MLP:
         return [tuple(self.backend.to_numpy(g).copy() for g in grads)
                 for grads in self._split(self.grads)]
 
+    @exclusive
     def fit(self, X, y, **options):
         """Train by minibatch backpropagation; see :func:`fastbp.train.fit` for the options."""
         from .train import fit
 
         return fit(self, X, y, **options)
 
+    @exclusive
     def save(self, path):
         """Write the model (weights, config, preprocessor) to ``path`` (.npz), atomically."""
         from .io import save
 
         save(self, path)
 
+    @exclusive
     def copy(self, dtype=None, backend=None):
         """A new network with the same configuration and weights (optionally another dtype or
         backend)."""

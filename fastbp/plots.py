@@ -8,6 +8,8 @@ import math
 
 import numpy as np
 
+from .files import save_figure
+
 INSTALL_HINT = "pip install matplotlib (or pip install 'fastbp[plot]')"
 #: bins of each per-layer histogram
 HISTOGRAM_BINS = 50
@@ -48,7 +50,7 @@ def plot_history(history, path):
     ax.set_title("training and validation cost" if validated else "training cost")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path, dpi=120)
 
 
 def mark_best_epoch(ax, history):
@@ -81,7 +83,7 @@ def plot_activations(activations, stats, title, path):
         ax.set_title(f"layer {s.layer}: std {s.std:.2g}", fontsize=9)
         ax.set_yticks([])
         ax.tick_params(labelsize=8)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
 
 
 def plot_mean_and_std(ax, stats):

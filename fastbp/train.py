@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from tqdm.auto import tqdm
 
 from . import checks, host
+from . import checkpoint as checkpoints
 from .checkpoint import Position, deferred_signals
-from .checkpoint import load as checkpoint_load
 from .checkpoint import save as checkpoint_save
+from .files import check_writable
 from .distributed import make_communicator, rank_slice
 from .optim import OPTIMIZERS, make_optimizer
 
@@ -132,11 +133,14 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
 
     ``checkpoint="run.ckpt"`` writes a checkpoint atomically after every epoch and, on Ctrl-C
     or SIGTERM, after the step in flight; ``resume=True`` continues from it (a missing file
-    starts afresh). ``distributed="auto"|"mpi"|"nccl"`` trains data-parallel across the ranks
-    of ``mpiexec`` (see :mod:`fastbp.distributed`); ``batch_size`` is then the global batch.
+    starts afresh) if it is of the same run -- same model, data and trajectory-changing
+    options, else a ValueError names the difference; ``resume="new_lr"`` continues with this
+    call's ``lr`` (see :mod:`fastbp.checkpoint`). ``distributed="auto"|"mpi"|"nccl"`` trains
+    data-parallel across the ranks of ``mpiexec`` (see :mod:`fastbp.distributed`); ``batch_size`` is then the global batch.
 
-    If the loss becomes NaN or inf, the weights of the last finite epoch are restored and a
-    FloatingPointError says so.
+    If the loss becomes NaN or inf -- in any epoch, and at the weights of the last update
+    (on the last batch, or the validation set) -- the weights of the last finite epoch are
+    restored and a FloatingPointError says so.
     """
     opts = check_options(validation_data=validation_data, **options)
     check_checkpoint(checkpoint, resume)
@@ -145,7 +149,22 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     if comm is not None:
         start_identically(net, comm)
         opts.verbose = opts.verbose if comm.rank == 0 else 0
-    X, Y, val = split_data(net, X, y, validation_data, opts.validation_split)
+    with checkpoints.exclusive(checkpoint, checkpoint is not None
+                               and (comm is None or comm.rank == 0)):
+        return fit_checked(net, opts, X, y, validation_data, checkpoint, resume, comm)
+
+
+def fit_checked(net, opts, X, y, validation_data, checkpoint, resume, comm) -> History:
+    """:func:`fit` after its options are checked: the data checked, the checkpoint read and
+    validated (before anything changes), the split, the preprocessor, the trainer."""
+    X, Y = check_data(net, X, y)
+    validation = check_validation_data(net, validation_data)
+    run_id = (None if checkpoint is None
+              else checkpoints.fingerprint(opts, X, Y, validation))
+    saved = (checkpoints.read(checkpoint, net, opts, run_id, X.shape[0], resume)
+             if resume else None)
+    X, Y, val, split_order = split_data(net, X, Y, validation, opts.validation_split,
+                                        saved and saved.split_order)
     net.fit_preprocessor(X)
     if net.preprocessor is not None:
         X = net.preprocessor.transform(X)
@@ -154,7 +173,8 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
         return LbfgsTrainer(net, opts, X, Y, val).run()
     trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
                else Trainer(net, opts, X, Y, val))
-    return trainer.run(checkpoint, resume)
+    trainer.fingerprint, trainer.split_order = run_id, split_order
+    return trainer.run(checkpoint, saved)
 
 
 def check_backend_options(opts, backend, checkpoint, distributed):
@@ -172,11 +192,13 @@ def check_backend_options(opts, backend, checkpoint, distributed):
 
 
 def check_checkpoint(checkpoint, resume):
-    """A checkpoint is a path; ``resume`` needs one."""
+    """A checkpoint is a path where a file can be written; ``resume`` needs one."""
     if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
         raise TypeError(f"checkpoint must be a file path, got {type(checkpoint).__name__}")
-    if resume and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint='path' to resume from")
+    if checkpoints.check_resume(resume) and checkpoint is None:
+        raise ValueError(f"resume={resume!r} needs checkpoint='path' to resume from")
+    if checkpoint is not None:
+        check_writable(checkpoint, "checkpoint")
 
 
 def start_identically(net, comm):
@@ -185,24 +207,35 @@ def start_identically(net, comm):
     net.rng.bit_generator.state = comm.broadcast_object(net.rng.bit_generator.state)
 
 
-def split_data(net, X, y, validation_data, validation_split):
-    """Validated host ``X``, ``Y`` (target matrix) and ``(X_val, Y_val)`` or None."""
+def check_data(net, X, y):
+    """Validated host ``X`` and ``Y`` (target matrix)."""
     X = checks.check_features(X, net.sizes[0], "X")
-    Y = net.targets(y, X.shape[0], "y")
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise ValueError("validation_data must be a pair (X_val, y_val)")
-        X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val")
-        return X, Y, (X_val, net.targets(validation_data[1], X_val.shape[0], "y_val"))
-    if not validation_split:
-        return X, Y, None
+    return X, net.targets(y, X.shape[0], "y")
+
+
+def check_validation_data(net, validation_data):
+    """Validated ``(X_val, Y_val)``, or None."""
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ValueError("validation_data must be a pair (X_val, y_val)")
+    X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val")
+    return X_val, net.targets(validation_data[1], X_val.shape[0], "y_val")
+
+
+def split_data(net, X, Y, validation, validation_split, order=None):
+    """``(X_train, Y_train, (X_val, Y_val) or None, split order or None)``: ``validation``
+    if given, else a random ``validation_split`` held out by the permutation ``order`` (drawn
+    from the model's generator unless a resumed checkpoint gives it)."""
+    if validation is not None or not validation_split:
+        return X, Y, validation, None
     n_val = int(round(validation_split * X.shape[0]))
     if n_val < 1 or n_val >= X.shape[0]:
         raise ValueError(f"validation_split={validation_split} leaves {n_val} validation and "
                          f"{X.shape[0] - n_val} training samples of {X.shape[0]}; both need one")
-    order = net.rng.permutation(X.shape[0])
+    order = net.rng.permutation(X.shape[0]) if order is None else order
     val_idx, train_idx = order[:n_val], order[n_val:]
-    return X[train_idx], Y[train_idx], (X[val_idx], Y[val_idx])
+    return X[train_idx], Y[train_idx], (X[val_idx], Y[val_idx]), order
 
 
 class Trainer:
@@ -225,6 +258,7 @@ class Trainer:
         self.runners: dict[int, object] = {}
         self.noise_buffers: dict[int, object] = {}
         self.current = None
+        self.fingerprint = self.split_order = None
 
     def make_optimizer(self):
         net, opts = self.net, self.opts
@@ -246,9 +280,10 @@ class Trainer:
     def steps_per_epoch(self) -> int:
         return -(-self.n // self.batch_size)
 
-    def run(self, checkpoint=None, resume=False) -> History:
+    def run(self, checkpoint=None, saved=None) -> History:
+        """Train from the start, or from ``saved`` (a validated checkpoint, committed here)."""
         opts, net = self.opts, self.net
-        position = checkpoint_load(checkpoint, self) if resume else Position(0)
+        position = checkpoints.restore(saved, self) if saved is not None else Position(0)
         net.set_dropout(opts.dropout)
         precision = self.backend.precision
         self.backend.set_precision(opts.precision)
@@ -276,6 +311,10 @@ class Trainer:
             if opts.verbose:
                 bar.write(format_logs(epoch, opts.epochs, logs, self.net.task))
             done = self.should_stop(epoch, logs)
+            kept = done or epoch == opts.epochs or checkpoint is not None  # returned or saved
+            if kept and "val_loss" not in logs:  # the validation loss has seen the update
+                self.check_finite(epoch, "loss after the last update",
+                                  self.loss_after_last_update())
             if checkpoint is not None and self.is_writer:
                 checkpoint_save(checkpoint, self, position)
             if done:
@@ -307,15 +346,32 @@ class Trainer:
                     checkpoint_save(checkpoint, self, position)
                 stop.raise_it()
         train_loss = self.epoch_loss()
-        if train_loss != train_loss or abs(train_loss) == float("inf"):
-            be.copy(self.last_good, net.params)
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch}: the loss became {train_loss}; the weights "
-                f"of the last finite epoch were restored. Try a smaller lr (now {opts.lr}).")
+        self.check_finite(epoch, "loss", train_loss)
         logs = {"loss": train_loss, **self.validate()}
+        if "val_loss" in logs:
+            self.check_finite(epoch, "validation loss (after the last update)", logs["val_loss"])
         logs["seconds"] = time.perf_counter() - start
         self.record(epoch, logs)
         return logs
+
+    def check_finite(self, epoch, what, value):
+        """Raise FloatingPointError if ``value`` is NaN or inf, restoring the weights of the
+        last finite epoch."""
+        if value != value or abs(value) == float("inf"):
+            self.backend.copy(self.last_good, self.net.params)
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch}: the {what} became {value}; the weights "
+                f"of the last finite epoch were restored. Try a smaller lr (now "
+                f"{self.opts.lr}).")
+
+    def loss_after_last_update(self) -> float:
+        """``sum_i L_i`` over the last batch at the weights its update produced: the one update
+        no later loss has seen."""
+        Xb, Yb = self.current
+        net = self.net
+        net.forward_device(Xb)
+        top = net.layers[-1]
+        return self.backend.scalar(self.backend.loss_sum(top.z, top.a, Yb, net.loss_fn.code))
 
     def index(self, order):
         """The shuffle order where :meth:`batch` reads it (on the device, or on the host when
@@ -409,7 +465,7 @@ class Trainer:
 
     def evaluate(self, X, Y):
         """``(sum_i L_i, outputs)`` of the network on host data."""
-        return self.net.evaluate(X, Y)
+        return self.net.evaluate_prepared(X, Y)
 
     def record(self, epoch, logs):
         h = self.history
@@ -492,8 +548,9 @@ class DistributedTrainer(Trainer):
     def step(self, order, lo, hi):
         net, comm = self.net, self.comm
         my_lo, my_hi = rank_slice(lo, hi, comm.rank, comm.size)
+        self.current = None
         if my_hi > my_lo:
-            Xb, Yb = self.noisy(*self.batch(order, my_lo, my_hi))
+            Xb, Yb = self.current = self.noisy(*self.batch(order, my_lo, my_hi))
             net.forward_device(Xb, training=True, rng=self.mask_rng)
             decay = self.opts.weight_decay if comm.rank == comm.size - 1 else 0.0
             net.backward_device(Yb, 1.0 / (hi - lo), decay, self.loss_acc)
@@ -508,6 +565,10 @@ class DistributedTrainer(Trainer):
 
     def loss_so_far(self) -> float:
         return self.comm.allreduce_scalar(self.backend.scalar(self.loss_acc))
+
+    def loss_after_last_update(self) -> float:
+        local = super().loss_after_last_update() if self.current is not None else 0.0
+        return self.comm.allreduce_scalar(local)
 
     def set_loss_so_far(self, value):
         super().set_loss_so_far(value if self.comm.rank == 0 else 0.0)

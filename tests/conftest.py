@@ -27,6 +27,12 @@ def _gpu_answers() -> bool:
 if SIMULATOR_FLAG not in os.environ and "numba" not in sys.modules and not _gpu_answers():
     os.environ[SIMULATOR_FLAG] = "1"
 
+# Subprocesses of the tests (scripts, ``python -m fastbp``) import the fastbp under test, the
+# checkout this conftest belongs to, wherever they start and whatever else is installed.
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [REPO_ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+
 
 @pytest.fixture(scope="session")
 def gpu_backend():

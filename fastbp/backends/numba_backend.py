@@ -4,8 +4,8 @@ It is the NumPy backend with the kernel module swapped for :mod:`fastbp.kernels.
 (``np.matmul(out=)`` on NumPy's BLAS), the host RNG draws behind dropout masks and the minibatch
 gathers are the same calls, so both CPU backends train the same model from the same seed.
 
-Compiled kernels are cached on disk (``cache=True``: in ``kernels/__pycache__``, or under
-``NUMBA_CACHE_DIR``), so only the first process ever compiles them (about 3-7 s for a network's
+Compiled kernels are cached on disk (``cache=True``: under ``NUMBA_CACHE_DIR``, by default a
+per-user folder, see :mod:`fastbp.kernels.cache`), so only the first process ever compiles them (about 3-7 s for a network's
 kernels); later processes load them in about 0.1 s, plus 0.3 s to import Numba.
 
 Threads: the GEMMs use the BLAS pool (``OPENBLAS_NUM_THREADS``), the fused loops Numba's

@@ -1,0 +1,115 @@
+"""Numeric CSV files, read with Python's :mod:`csv` parser: a header row or none, a float matrix.
+
+- Quoted fields (``"1.5"``, ``"a,b"`` as a column name), CRLF line ends and a UTF-8 byte order
+  mark are handled; blank lines are skipped; surrounding spaces are ignored.
+- A trailing comma on every line (an empty last column, in the header too) is dropped.
+- ``header=None`` guesses: the first row is a header when one of its cells is neither a number
+  nor a missing-value marker; ``header=True`` / ``False`` say so explicitly
+  (``--header`` / ``--no-header`` on the command line).
+- A missing value (an empty cell, ``NA``, ``NaN``, ``null``, ``?``, ...), a cell that is not a
+  finite number, or a row with another number of fields is an error naming the file, the line
+  and the column (by name when there is a header). Nothing is guessed silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+
+import numpy as np
+
+from .files import FileFormatError
+
+#: cells that mean "no value" (compared case-insensitively)
+MISSING = ("", "na", "n/a", "nan", "null", "none", "?", "-")
+
+
+def read_csv(path, header=None) -> tuple[list[str] | None, np.ndarray]:
+    """A numeric CSV as ``(header or None, float64 matrix of shape (rows, columns))``."""
+    path = os.fspath(path)
+    if header not in (None, True, False):
+        raise TypeError(f"header must be None (guess), True or False, got {header!r}")
+    lines = read_rows(path)
+    if not lines:
+        raise FileFormatError(f"{path!r} is an empty CSV file")
+    lines = drop_trailing_empty_column(lines)
+    if header is None:
+        header = not all(is_number(c) or is_missing(c) for c in lines[0][1])
+    names = [c or f"column {j + 1}" for j, c in enumerate(lines[0][1])] if header else None
+    data = lines[1:] if header else lines
+    if not data:
+        raise FileFormatError(f"{path!r} has a header row but no data rows")
+    width = len(lines[0][1])
+    for line_no, cells in data:
+        if len(cells) != width:
+            raise FileFormatError(f"{path!r} line {line_no}: {len(cells)} fields, expected "
+                                  f"{width} (as on line {lines[0][0]})")
+    return names, to_matrix(path, data, names)
+
+
+def read_rows(path) -> list[tuple[int, list[str]]]:
+    """``(line number, stripped cells)`` of every non-blank row."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f, skipinitialspace=True)
+            rows = []
+            for cells in reader:
+                cells = [c.strip() for c in cells]
+                if any(cells):
+                    rows.append((reader.line_num, cells))
+            return rows
+    except (FileNotFoundError, IsADirectoryError):
+        raise FileNotFoundError(f"no CSV file at {path!r}") from None
+    except UnicodeDecodeError as exc:
+        raise FileFormatError(f"{path!r} is not a UTF-8 text (CSV) file: {exc.reason} at "
+                              f"byte {exc.start}") from None
+    except csv.Error as exc:
+        raise FileFormatError(f"{path!r} is not a valid CSV file: {exc}") from None
+
+
+def drop_trailing_empty_column(lines):
+    """Without the last column when every row ends in an empty cell (a trailing comma)."""
+    if all(len(cells) > 1 and cells[-1] == "" for _, cells in lines):
+        return [(n, cells[:-1]) for n, cells in lines]
+    return lines
+
+
+def to_matrix(path, data, names) -> np.ndarray:
+    """The cells as float64, finite; else an error at the first bad cell."""
+    try:
+        matrix = np.array([cells for _, cells in data], dtype=np.float64)
+    except ValueError:
+        matrix = None
+    if matrix is not None and np.isfinite(matrix).all():
+        return matrix.reshape(len(data), -1)
+    for line_no, cells in data:
+        for j, cell in enumerate(cells):
+            if not is_number(cell) or not math.isfinite(float(cell)):
+                raise FileFormatError(describe_bad_cell(path, line_no, j, cell, names))
+    return np.array([[float(c) for c in cells] for _, cells in data], dtype=np.float64)
+
+
+def describe_bad_cell(path, line_no, column, cell, names) -> str:
+    where = f"{path!r} line {line_no}, column {column + 1}" + (
+        f" ({names[column]!r})" if names else "")
+    if is_missing(cell):
+        return f"{where}: missing value {cell!r}; fill in or drop the row"
+    if is_number(cell):
+        return f"{where}: {cell!r} is not a finite number"
+    return f"{where}: {cell!r} is not a number"
+
+
+def is_missing(cell: str) -> bool:
+    return cell.lower() in MISSING
+
+
+def is_number(text: str) -> bool:
+    """Whether ``text`` parses as a (finite or not) float and is not a missing marker."""
+    if is_missing(text):
+        return False
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -1,0 +1,244 @@
+"""Class 5: resume continues the same run, or refuses naming why; a failed resume leaves the
+model exactly as it was; the saved shuffle and split orders are validated; a second writer of
+the same checkpoint is refused."""
+
+import json
+import threading
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import fastbp
+from fastbp import checkpoint as checkpoints
+from fastbp.files import FileFormatError
+
+RNG = np.random.default_rng(0)
+X = RNG.normal(size=(60, 4))
+Y = (X[:, 0] > 0).astype(int) + (X[:, 1] > 0.5)
+OPTIONS = dict(epochs=3, batch_size=16, lr=0.01, optimizer="adam", verbose=0)
+
+
+def net(seed=0, **kwargs):
+    return fastbp.MLP([4, 6, 3], backend="numpy", dtype="float64", seed=seed, **kwargs)
+
+
+def checkpointed(tmp_path, stop_after=2, **options):
+    """A checkpoint after ``stop_after`` of the epochs (a callback stops the run)."""
+    path = tmp_path / "run.ckpt"
+    opts = {**OPTIONS, **options}
+    net(**opts.pop("model", {})).fit(X, Y, checkpoint=path, callbacks=[
+        lambda epoch, logs: epoch == stop_after], **opts)
+    return path
+
+
+def state(model):
+    pre = model.preprocessor
+    return (model.get_flat_params(), json.dumps(model.rng.bit_generator.state),
+            None if pre is None else (pre.mean.copy(), pre.std.copy()))
+
+
+def assert_unchanged(before, model):
+    after = state(model)
+    np.testing.assert_array_equal(before[0], after[0])
+    assert before[1] == after[1]
+    assert (before[2] is None) == (after[2] is None)
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"X": X[:50], "Y": Y[:50]}, "other train data"),
+    ({"X": X + 1e-9}, "other train data"),
+    ({"batch_size": 8}, "batch_size=16, this fit uses batch_size=8"),
+    ({"shuffle": False}, "shuffle=True"),
+    ({"lr": 0.02}, "resume='new_lr' continues"),
+    ({"weight_decay": 1e-3}, "weight_decay"),
+    ({"optimizer": "sgd"}, "optimizer='adam'"),
+    ({"validation_split": 0.2}, "validation_split"),
+    ({"dropout": 0.1}, "dropout"),
+])
+def test_resume_with_other_data_or_options_is_refused(tmp_path, change, message):
+    path = checkpointed(tmp_path)
+    change = dict(change)
+    data_X, data_Y = change.pop("X", X), change.pop("Y", Y)
+    fresh = net()
+    before = state(fresh)
+    with pytest.raises(ValueError, match=message):
+        fresh.fit(data_X, data_Y, checkpoint=path, resume=True, **{**OPTIONS, **change})
+    assert_unchanged(before, fresh)
+
+
+def test_new_lr_override_resumes_with_this_lr(tmp_path):
+    path = checkpointed(tmp_path)
+    history = net().fit(X, Y, checkpoint=path, resume="new_lr", **{**OPTIONS, "lr": 0.02})
+    assert history.epoch == [1, 2, 3]
+
+
+def test_more_epochs_may_continue_a_run(tmp_path):
+    path = checkpointed(tmp_path, stop_after=3)
+    assert net().fit(X, Y, checkpoint=path, resume=True,
+                     **{**OPTIONS, "epochs": 5}).epoch == [1, 2, 3, 4, 5]
+
+
+def test_seed_none_with_validation_split_resumes_on_the_same_split(tmp_path):
+    opts = {**OPTIONS, "validation_split": 0.25, "epochs": 4}
+    reference = fastbp.MLP([4, 6, 3], backend="numpy", dtype="float64", seed=None)
+    theta0 = reference.get_flat_params()
+    state0 = reference.rng.bit_generator.state
+    path = tmp_path / "run.ckpt"
+    reference.fit(X, Y, checkpoint=path, callbacks=[lambda e, _: e == 2], **opts)
+    resumed = fastbp.MLP([4, 6, 3], backend="numpy", dtype="float64", seed=None)
+    history = resumed.fit(X, Y, checkpoint=path, resume=True, **opts)
+    straight = fastbp.MLP([4, 6, 3], backend="numpy", dtype="float64", seed=None)
+    straight.set_flat_params(theta0)
+    straight.rng.bit_generator.state = state0
+    expected = straight.fit(X, Y, **opts)
+    assert history.val_loss == expected.val_loss
+    np.testing.assert_array_equal(resumed.get_flat_params(), straight.get_flat_params())
+
+
+def test_a_checkpoint_of_a_preprocessed_model_fails_without_changing_it(tmp_path):
+    path = checkpointed(tmp_path, model={"preprocess": "standardize"})
+    fresh = net(preprocess="standardize")
+    before = state(fresh)
+    with pytest.raises(ValueError, match="batch_size"):
+        fresh.fit(X, Y, checkpoint=path, resume=True, **{**OPTIONS, "batch_size": 4})
+    assert_unchanged(before, fresh)
+    assert fresh.preprocessor is None
+
+
+def rewrite(path, edit_meta=None, edit_arrays=None):
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(arrays.pop("meta").tobytes())
+    if edit_meta:
+        edit_meta(meta)
+    if edit_arrays:
+        edit_arrays(arrays)
+    with open(path, "wb") as out:
+        np.savez(out, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
+
+
+def mid_epoch_checkpoint(tmp_path, monkeypatch):
+    """A checkpoint as a Ctrl-C in the middle of epoch 2 writes it (row 32 of 60)."""
+    path = tmp_path / "run.ckpt"
+    trainers = []
+
+    def spy(p, trainer, position):
+        trainers.append(trainer)
+        checkpoints.save(p, trainer, position)
+
+    monkeypatch.setattr(fastbp.train, "checkpoint_save", spy)
+    net().fit(X, Y, checkpoint=path, callbacks=[lambda e, _: e == 1], **OPTIONS)
+    order = np.random.default_rng(5).permutation(60)
+    checkpoints.save(path, trainers[-1], checkpoints.Position(1, 32, order, 1.5))
+    return path
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda a: a.update(order=np.arange(60) + 1000), "order must be a permutation"),
+    (lambda a: a.update(order=np.zeros(60, dtype=np.int64)), "order must be a permutation"),
+    (lambda a: a.update(order=np.arange(59)), "order must be a permutation"),
+    (lambda a: a.update(params=np.zeros(3)), r"'params' has shape \(3,\)"),
+    (lambda a: a.update(params=np.full(a["params"].shape, np.nan)), "params holds NaN"),
+    (lambda a: a.pop("opt_m"), "optimizer state"),
+    (lambda a: a.update(junk=np.zeros(1)), r"unexpected arrays \['junk'\]"),
+])
+def test_corrupt_checkpoint_arrays_are_refused_and_change_nothing(tmp_path, monkeypatch, edit,
+                                                                 message):
+    path = mid_epoch_checkpoint(tmp_path, monkeypatch)
+    rewrite(path, edit_arrays=edit)
+    fresh = net()
+    before = state(fresh)
+    with pytest.raises(FileFormatError, match=message):
+        fresh.fit(X, Y, checkpoint=path, resume=True, **OPTIONS)
+    assert_unchanged(before, fresh)
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda m: m.update(next_row=31), "next_row must be a multiple"),
+    (lambda m: m.update(next_row=600), "next_row"),
+    (lambda m: m.update(epoch=-1), "epoch must be an integer"),
+    (lambda m: m.update(epoch="1"), "epoch must be an integer"),
+    (lambda m: m.update(loss_so_far=float("nan")), "loss_so_far"),
+    (lambda m: m.update(rng_state={"bit_generator": "MT19937", "state": 3}), "rng_state"),
+    (lambda m: m["history"].update(epoch=[1, 2, 3]), "history"),
+    (lambda m: m.update(optimizer_scalars={"t": "x"}), "optimizer_scalars"),
+    (lambda m: m.update(version=1), "format version"),
+    (lambda m: m["config"].update(sizes=[4, 7, 3]), "another architecture: sizes"),
+])
+def test_corrupt_checkpoint_meta_is_refused_and_changes_nothing(tmp_path, monkeypatch, edit,
+                                                               message):
+    path = mid_epoch_checkpoint(tmp_path, monkeypatch)
+    rewrite(path, edit_meta=edit)
+    fresh = net()
+    before = state(fresh)
+    with pytest.raises((FileFormatError, ValueError), match=message):
+        fresh.fit(X, Y, checkpoint=path, resume=True, **OPTIONS)
+    assert_unchanged(before, fresh)
+
+
+def test_a_valid_mid_epoch_checkpoint_resumes(tmp_path, monkeypatch):
+    path = mid_epoch_checkpoint(tmp_path, monkeypatch)
+    assert net().fit(X, Y, checkpoint=path, resume=True, **OPTIONS).epoch == [1, 2, 3]
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_mutated_checkpoints_resume_or_fail_clearly_changing_nothing(tmp_path, draw):
+    path = tmp_path / "base.ckpt"
+    if not path.exists():
+        path = checkpointed(tmp_path)
+        path.rename(tmp_path / "base.ckpt")
+        path = tmp_path / "base.ckpt"
+    raw = bytearray(path.read_bytes())
+    at = draw.draw(st.integers(0, len(raw) - 1))
+    if draw.draw(st.booleans()):
+        raw = raw[:at]
+    else:
+        raw[at] ^= draw.draw(st.integers(1, 255))
+    target = tmp_path / "mutated.ckpt"
+    target.write_bytes(bytes(raw))
+    fresh = net()
+    before = state(fresh)
+    try:
+        fresh.fit(X, Y, checkpoint=target, resume=True, **OPTIONS)
+    except (ValueError, OSError):
+        assert_unchanged(before, fresh)
+
+
+def test_a_second_run_writing_the_same_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "run.ckpt"
+    started, release = threading.Event(), threading.Event()
+
+    def slow(epoch, logs):
+        started.set()
+        release.wait(30)
+
+    first = threading.Thread(target=lambda: net().fit(X, Y, checkpoint=path, callbacks=[slow],
+                                                      **{**OPTIONS, "epochs": 1}))
+    first.start()
+    started.wait(30)
+    try:
+        with pytest.raises(RuntimeError, match="being written by another training run"):
+            net(1).fit(X, Y, checkpoint=path, **OPTIONS)
+    finally:
+        release.set()
+        first.join(30)
+    net(1).fit(X, Y, checkpoint=path, **OPTIONS)  # free again afterwards
+
+
+def test_resume_needs_a_valid_mode_and_a_writable_checkpoint(tmp_path):
+    with pytest.raises(ValueError, match="resume must be one of"):
+        net().fit(X, Y, checkpoint=tmp_path / "c", resume="yes", **OPTIONS)
+    with pytest.raises(FileNotFoundError, match="no such directory"):
+        net().fit(X, Y, checkpoint="/nonexistent/c.ckpt", **OPTIONS)
+
+
+def test_the_fingerprint_covers_every_fit_option_but_the_listed_ones():
+    opts = fastbp.train.check_options(**OPTIONS)
+    fingerprint = checkpoints.fingerprint(opts, X, Y, None)
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(opts)}
+    assert set(fingerprint["options"]) == names - set(checkpoints.UNFINGERPRINTED_OPTIONS)
