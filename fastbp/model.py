@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from . import checks, host, init as initialisers
+from . import checks, host, init as initialisers, preprocess
 from .activations import make_activation, make_hidden
 from .backend import get_backend
 from .layers import Dense, Maxout, PReLU
@@ -229,16 +229,19 @@ class MLP:
         """Fit ``config["preprocess"]`` on the training features ``X`` (host), unless a
         preprocessor is fitted already (by an earlier fit, a loaded file, or by hand)."""
         if self.config["preprocess"] and self.preprocessor is None:
-            self.preprocessor = make_preprocessor(self.config["preprocess"]).fit(X)
+            self.preprocessor = make_preprocessor(self.config["preprocess"]).fit(
+                self.backend.to_numpy(X))
 
     def prepare(self, X, name="X"):
-        """Validated, preprocessed host features."""
-        X = checks.check_features(X, self.sizes[0], name)
-        return X if self.preprocessor is None else self.preprocessor.transform(X)
+        """Validated, preprocessed features: on the backend's device if ``X`` is there
+        already, else on the host (:func:`fastbp.arrays.to_array` takes any array type)."""
+        X = checks.check_features(X, self.sizes[0], name, self.backend, self.dtype)
+        return X if self.preprocessor is None else preprocess.transform(self.preprocessor, X)
 
     def targets(self, y, n_samples, name="y"):
-        """Validated host targets as an ``(N, n_outputs)`` matrix."""
-        return checks.check_targets(y, n_samples, self.sizes[-1], self.task, name)
+        """Validated targets as an ``(N, n_outputs)`` matrix (where ``y`` is, as for ``X``)."""
+        return checks.check_targets(y, n_samples, self.sizes[-1], self.task, name,
+                                    self.backend, self.dtype)
 
     def _chunks(self, X):
         """Yield ``(start, stop, device chunk)`` over prepared host features."""
@@ -285,7 +288,7 @@ class MLP:
         Y = self.targets(y, X.shape[0])
         outputs = host.concat_rows([self.backend.to_numpy(self.forward_device(Xc)).copy()
                                     for _, _, Xc in self._chunks(X)])
-        return host.score(outputs, Y, self.task)
+        return host.score(outputs, self.backend.to_numpy(Y), self.task)
 
     def loss(self, X, y, weight_decay=0.0):
         """``J = mean_i L_i + (weight_decay/2) sum_l ||W_l||^2`` on host data."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from . import checks, host
+from . import checks, host, preprocess
 from .checkpoint import Position, deferred_signals
 from .checkpoint import load as checkpoint_load
 from .checkpoint import save as checkpoint_save
@@ -148,8 +148,8 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     X, Y, val = split_data(net, X, y, validation_data, opts.validation_split)
     net.fit_preprocessor(X)
     if net.preprocessor is not None:
-        X = net.preprocessor.transform(X)
-        val = val and (net.preprocessor.transform(val[0]), val[1])
+        X = preprocess.transform(net.preprocessor, X)
+        val = val and (preprocess.transform(net.preprocessor, val[0]), val[1])
     if opts.optimizer == "lbfgs":
         return LbfgsTrainer(net, opts, X, Y, val).run()
     trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
@@ -186,13 +186,15 @@ def start_identically(net, comm):
 
 
 def split_data(net, X, y, validation_data, validation_split):
-    """Validated host ``X``, ``Y`` (target matrix) and ``(X_val, Y_val)`` or None."""
-    X = checks.check_features(X, net.sizes[0], "X")
+    """Validated ``X``, ``Y`` (target matrix) and ``(X_val, Y_val)`` or None (on the host, or
+    on the backend's device where the caller's arrays are already)."""
+    X = checks.check_features(X, net.sizes[0], "X", net.backend, net.dtype)
     Y = net.targets(y, X.shape[0], "y")
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (X_val, y_val)")
-        X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val")
+        X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val", net.backend,
+                                      net.dtype)
         return X, Y, (X_val, net.targets(validation_data[1], X_val.shape[0], "y_val"))
     if not validation_split:
         return X, Y, None
