@@ -5,6 +5,7 @@ A crash (or SIGKILL) at any moment leaves either the old file or the new one, ne
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -14,20 +15,10 @@ import numpy as np
 
 def atomic_savez(path, arrays: dict, meta: dict):
     """Write ``arrays`` plus ``meta`` (as JSON in a uint8 array named ``meta``) to ``path``."""
-    path = os.fspath(path)
     payload = dict(arrays, meta=np.frombuffer(json.dumps(meta).encode("utf-8"), np.uint8))
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~current_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    buffer = io.BytesIO()
+    np.savez(buffer, **payload)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def current_umask() -> int:
@@ -53,3 +44,20 @@ def read_savez(path, what: str):
     if not isinstance(meta, dict):
         raise ValueError(f"{path!r} is not a {what}")
     return meta, arrays
+
+
+def atomic_write_bytes(path, data):
+    """Write the bytes ``data`` to ``path`` atomically (model files, exported ONNX graphs)."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~current_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -330,10 +330,45 @@ class MLP:
         return fit(self, X, y, **options)
 
     def save(self, path):
-        """Write the model (weights, config, preprocessor) to ``path`` (.npz), atomically."""
+        """Write the model (weights, config, preprocessor) to ``path`` atomically: an .npz, or
+        a safetensors file when ``path`` ends in ``.safetensors``."""
         from .io import save
 
         save(self, path)
+
+    # -- interop (fastbp.export) -------------------------------------------------------------
+    def to_torch(self):
+        """A ``torch.nn.Sequential`` computing :meth:`forward` (:func:`fastbp.export.to_torch`)."""
+        from .export import to_torch
+
+        return to_torch(self)
+
+    def to_onnx(self, path=None):
+        """A self-contained ONNX graph of :meth:`forward`, written atomically to ``path`` if
+        given (see :func:`fastbp.export.to_onnx`)."""
+        from .export import to_onnx
+
+        return to_onnx(self, path)
+
+    @classmethod
+    def from_torch(cls, module, loss=None, backend="auto", **options):
+        """The network a ``torch.nn.Sequential`` computes (see :func:`fastbp.export.from_torch`)."""
+        from .export import from_torch
+
+        return from_torch(module, loss, backend, **options)
+
+    @classmethod
+    def from_sklearn(cls, estimator, backend="auto", **options):
+        """The network of a fitted scikit-learn MLP (see :func:`fastbp.export.from_sklearn`)."""
+        from .export import from_sklearn
+
+        return from_sklearn(estimator, backend, **options)
+
+    def summary(self) -> str:
+        """Layers, shapes, parameter counts, preprocessing, backend and dtype, as a table."""
+        from .summary import summary
+
+        return summary(self)
 
     def copy(self, dtype=None, backend=None):
         """A new network with the same configuration and weights (optionally another dtype or
