@@ -5,13 +5,16 @@ The arrays are each layer's parameters by name and 1-based layer index (``W_1``,
 preprocessor's arrays (:func:`fastbp.preprocess.to_arrays`). The file is written atomically
 (:func:`fastbp.files.atomic_savez`), so a crash never leaves a half-written model.
 
+A path ending in ``.safetensors`` is written and read by :mod:`fastbp.safetensors_io`
+instead (the same arrays and config; any other suffix is an .npz).
+
 Version 2 added PReLU / maxout layers and whitening (config keys ``maxout_pieces``,
 ``prelu_init``, ``preprocess``); version 1 files load unchanged.
 """
 
 from __future__ import annotations
 
-from . import preprocess
+from . import preprocess, safetensors_io
 from .files import atomic_savez, read_savez
 
 FORMAT = "fastbp-mlp"
@@ -25,7 +28,8 @@ def save(net, path):
         arrays.update({f"{name}_{l}": array for array, (name, _) in zip(params, spec)})
     if net.preprocessor is not None:
         arrays.update(preprocess.to_arrays(net.preprocessor))
-    atomic_savez(path, arrays, {"format": FORMAT, "version": VERSION, "config": net.config})
+    writer = safetensors_io.write if safetensors_io.is_safetensors(path) else atomic_savez
+    writer(path, arrays, {"format": FORMAT, "version": VERSION, "config": net.config})
 
 
 def load(path, backend="auto"):
@@ -45,7 +49,8 @@ def load(path, backend="auto"):
 
 def read(path):
     """``(meta, arrays)`` from a fastbp model file; a clear ValueError for anything else."""
-    meta, arrays = read_savez(path, "fastbp model file")
+    reader = safetensors_io.read if safetensors_io.is_safetensors(path) else read_savez
+    meta, arrays = reader(path, "fastbp model file")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a fastbp model file (format {meta.get('format')!r})")
     if meta.get("version", 0) > VERSION:
