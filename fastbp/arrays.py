@@ -63,7 +63,7 @@ def host_array(x, name: str) -> np.ndarray:
     if isinstance(x, np.ndarray):
         return x
     if is_pandas(x):
-        return x.to_numpy()
+        return pandas_array(x)
     if hasattr(x, "__dlpack__"):
         return from_dlpack(x, name)
     try:
@@ -76,6 +76,19 @@ def host_array(x, name: str) -> np.ndarray:
 def is_pandas(x) -> bool:
     """A pandas Series or DataFrame (pandas is never imported for this)."""
     return type(x).__module__.split(".")[0] == "pandas" and hasattr(x, "to_numpy")
+
+
+def pandas_array(frame) -> np.ndarray:
+    """A Series / DataFrame's values; numeric columns of mixed or nullable types (``NA``)
+    as float64 with NaN for the missing values (which the finiteness check then reports by
+    row and column), anything else as it comes (text is refused later)."""
+    arr = frame.to_numpy()
+    if arr.dtype == object:
+        try:
+            return frame.to_numpy(dtype=np.float64, na_value=np.nan)
+        except (TypeError, ValueError):
+            pass
+    return arr
 
 
 def from_dlpack(x, name: str) -> np.ndarray:

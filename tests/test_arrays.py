@@ -72,6 +72,19 @@ def test_pandas_and_memmap_train_exactly_as_numpy(tmp_path):
     np.testing.assert_array_equal(params, expected()[0])
 
 
+def test_pandas_missing_values_and_text_are_clear_errors():
+    pd = pytest.importorskip("pandas")
+    net = fastbp.MLP([3, 5, 2], seed=1, backend="numpy")
+    frame = pd.DataFrame({"a": pd.array([1, None, 3] * 8, dtype="Int64"), "b": X[:, 1],
+                          "c": [True, False] * 12})
+    with pytest.raises(ValueError, match=r"X must be finite, got nan at index \(1, 0\)"):
+        net.predict(frame)
+    np.testing.assert_array_equal(net.predict(frame.fillna(0)),
+                                  net.predict(frame.fillna(0).to_numpy(dtype=float)))
+    with pytest.raises(TypeError, match="X must be a real numeric array.*Python objects"):
+        net.predict(pd.DataFrame({"a": ["x"] * 24, "b": X[:, 1], "c": X[:, 2]}))
+
+
 def test_gradients_take_tensors():
     net = fastbp.MLP([3, 5, 2], seed=1, backend="numpy")
     want = net.gradients(X, y)
