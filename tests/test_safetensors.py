@@ -79,3 +79,26 @@ def test_foreign_and_corrupt_files_are_clear_errors(tmp_path):
             fastbp.load(path)
     with pytest.raises(FileNotFoundError, match="missing.safetensors"):
         fastbp.load(tmp_path / "missing.safetensors")
+
+
+@pytest.mark.parametrize("write", [
+    lambda net, path: net.save(path.with_suffix(".safetensors")),
+    lambda net, path: net.to_onnx(path.with_suffix(".onnx")),
+], ids=["safetensors", "onnx"])
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path, monkeypatch,
+                                                                   write):
+    pytest.importorskip("onnx")
+    net = trained(None)
+    write(net, tmp_path / "out")
+    (old,) = os.listdir(tmp_path)
+    before = (tmp_path / old).read_bytes()
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full_disk)
+    net.fit(X, y, epochs=1, verbose=0)
+    with pytest.raises(OSError, match="No space"):
+        write(net, tmp_path / "out")
+    assert os.listdir(tmp_path) == [old]
+    assert (tmp_path / old).read_bytes() == before
