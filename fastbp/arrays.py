@@ -94,8 +94,9 @@ def pandas_array(frame) -> np.ndarray:
 def from_dlpack(x, name: str) -> np.ndarray:
     """A DLPack exporter as a NumPy array: a view of host memory, or one copy from a device.
 
-    NumPy has no bfloat16, so a bfloat16 tensor is widened by its own library first
-    (``x.float()``); a device array is brought to the host by its library (``.cpu()`` for
+    DLPack has no NumPy type for bfloat16, so a bfloat16 tensor is widened by its own library
+    first (``x.float()``), or read through ``__array__`` (JAX, as ml_dtypes' bfloat16); a
+    device array is brought to the host by its library (``.cpu()`` for
     PyTorch, ``.get()`` for CuPy) or by ``numpy.asarray``.
     """
     if dtype_name(x) == "bfloat16" and callable(getattr(x, "float", None)):
@@ -107,6 +108,8 @@ def from_dlpack(x, name: str) -> np.ndarray:
     try:
         return np.from_dlpack(x)
     except (BufferError, TypeError, RuntimeError, ValueError) as exc:
+        if hasattr(x, "__array__"):  # e.g. a JAX bfloat16 array: NumPy's ml_dtypes type
+            return np.asarray(x)
         raise TypeError(f"{name} must be a numeric array: its DLPack export "
                         f"({type(x).__name__}, dtype {dtype_name(x)}) failed: {exc}") from None
 

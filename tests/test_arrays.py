@@ -217,3 +217,16 @@ def test_device_arrays_are_used_in_place(gpu_backend, monkeypatch):
     twin = fastbp.MLP([3, 4, 2], seed=1, backend="numpy")
     twin.fit(X, y, epochs=1, batch_size=None, lr=0.1, verbose=0)
     np.testing.assert_allclose(proba, twin.predict_proba(X), rtol=1e-5, atol=1e-6)
+
+
+def test_a_failing_dlpack_export_is_a_clear_error():
+    class Broken:
+        dtype = "weird8"
+
+        def __dlpack__(self, **kwargs):
+            raise BufferError("unsupported dtype")
+
+    net = fastbp.MLP([3, 5, 2], seed=1, backend="numpy")
+    with pytest.raises(TypeError, match="X must be a numeric array: its DLPack export "
+                                        r"\(Broken, dtype weird8\) failed"):
+        net.predict(Broken())
