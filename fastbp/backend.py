@@ -45,6 +45,12 @@ class Backend:
         """A host NumPy copy (or view, for host backends) of a device array."""
         raise NotImplementedError
 
+    def device_array(self, x):
+        """``x`` itself (or a zero-copy view) when it already lives on this backend's device,
+        else None: then :func:`fastbp.arrays.to_array` brings it to the host. Host backends
+        have no device of their own: NumPy arrays reach them without a copy anyway."""
+        return None
+
     def empty(self, shape, dtype):
         raise NotImplementedError
 

@@ -1,6 +1,7 @@
 """Validation at the API boundary: every error names the argument, what was expected, what came.
 
-Host-side (NumPy) work on user inputs before anything reaches a backend, so a failed call
+Work on user inputs before anything reaches a backend (every array comes in through
+:mod:`fastbp.arrays`, on the host or used in place on the device), so a failed call
 leaves the model untouched.
 """
 
@@ -11,10 +12,17 @@ import numbers
 
 import numpy as np
 
+from .arrays import as_float_array, check_finite, first_index
 
-def check_features(X, n_features: int, name: str = "X") -> np.ndarray:
-    """``X`` as a finite 2-D float64 array with ``n_features`` columns."""
-    X = as_float_array(X, name)
+__all__ = ["as_float_array", "check_finite", "check_features", "check_targets",
+           "class_targets", "check_number", "check_choice"]
+
+
+def check_features(X, n_features: int, name: str = "X", backend=None, dtype=None):
+    """``X`` as a finite 2-D float array with ``n_features`` columns whose values fit ``dtype``:
+    on ``backend``'s device if it is there already, else on the host (see
+    :func:`fastbp.arrays.to_array`)."""
+    X = as_float_array(X, name, backend)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got shape {X.shape}")
     if X.shape[0] == 0:
@@ -22,47 +30,26 @@ def check_features(X, n_features: int, name: str = "X") -> np.ndarray:
     if X.shape[1] != n_features:
         raise ValueError(
             f"{name} must have {n_features} features (columns), got {X.shape[1]}")
-    check_finite(X, name)
+    check_finite(X, name, dtype)
     return X
 
 
-def as_float_array(x, name: str) -> np.ndarray:
-    """Array-like ``x`` as a float32/float64 array (others become float64); a clear TypeError
-    for non-numeric data."""
-    try:
-        arr = np.asarray(x)
-    except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be a numeric array, got {type(x).__name__}: {exc}") from None
-    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number)
-                                   or arr.dtype == np.bool_):
-        raise TypeError(f"{name} must be a numeric array, got dtype {arr.dtype}")
-    if arr.dtype in (np.float32, np.float64):
-        return arr  # no copy: the backend casts once, to the model's dtype
-    return arr.astype(np.float64)
-
-
-def check_finite(arr: np.ndarray, name: str):
-    """Raise if ``arr`` holds NaN or inf, saying where the first one is."""
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(f"{name} must be finite, got {arr[where]} at index {where}")
-
-
-def check_targets(y, n_samples: int, n_outputs: int, task: str, name: str = "y") -> np.ndarray:
-    """Targets as a float64 ``(N, n_outputs)`` matrix (one-hot for classification).
+def check_targets(y, n_samples: int, n_outputs: int, task: str, name: str = "y",
+                  backend=None, dtype=None):
+    """Targets as a float ``(N, n_outputs)`` matrix (one-hot for classification), on
+    ``backend``'s device if ``y`` is there already, else on the host.
 
     classification: class indices in ``0..n_outputs-1`` of shape (N,), or one-hot (N, K);
     binary: 0/1 (or probabilities) of shape (N,) or (N, K);
     regression: floats of shape (N,) or (N, K).
     """
-    arr = as_float_array(y, name)
+    arr = as_float_array(y, name, backend)
     if arr.ndim == 0 or arr.ndim > 2:
         raise ValueError(f"{name} must be 1-D or 2-D, got shape {arr.shape}")
     if arr.shape[0] != n_samples:
         raise ValueError(
             f"{name} must have one row per sample of X ({n_samples}), got {arr.shape[0]}")
-    check_finite(arr, name)
+    check_finite(arr, name, dtype)
     if task == "classification":
         return class_targets(arr, n_outputs, name)
     if arr.ndim == 1:
@@ -78,25 +65,26 @@ def check_targets(y, n_samples: int, n_outputs: int, task: str, name: str = "y")
     return arr
 
 
-def class_targets(arr: np.ndarray, n_classes: int, name: str) -> np.ndarray:
-    """One-hot ``(N, n_classes)`` from class indices ``(N,)`` or a one-hot matrix."""
+def class_targets(arr, n_classes: int, name: str):
+    """One-hot ``(N, n_classes)`` from class indices ``(N,)`` or a one-hot matrix (in the
+    array's own namespace: host or device)."""
     if arr.ndim == 2:
         if arr.shape[1] != n_classes:
             raise ValueError(
                 f"one-hot {name} must have {n_classes} columns, got shape {arr.shape}")
-        if not (np.isin(arr, (0.0, 1.0)).all() and (arr.sum(axis=1) == 1).all()):
+        if not (((arr == 0) | (arr == 1)).all() and (arr.sum(axis=1) == 1).all()):
             raise ValueError(f"2-D {name} must be one-hot (a single 1 per row)")
         return arr
     labels = arr.astype(np.int64)
     if (labels != arr).any():
-        raise ValueError(f"{name} must hold integer class indices, got {arr[labels != arr][0]}")
+        raise ValueError(f"{name} must hold integer class indices, got "
+                         f"{arr[first_index(labels != arr)]}")
     if labels.min() < 0 or labels.max() >= n_classes:
         raise ValueError(
             f"{name} must hold class indices in [0, {n_classes - 1}] for {n_classes} outputs, "
             f"got values in [{labels.min()}, {labels.max()}]")
-    onehot = np.zeros((arr.shape[0], n_classes))
-    onehot[np.arange(arr.shape[0]), labels] = 1.0
-    return onehot
+    classes = np.arange(n_classes, like=labels)
+    return (labels[:, None] == classes[None, :]).astype(np.float64)
 
 
 def check_number(value, name: str, *, low=None, high=None, low_open=False, high_open=False,

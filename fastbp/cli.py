@@ -1,4 +1,4 @@
-"""The command line: ``fastbp train``, ``fastbp predict``, ``fastbp info``.
+"""The command line: ``fastbp train``, ``fastbp predict``, ``fastbp export``, ``fastbp info``.
 
 Every user error is one line on stderr (``fastbp: error: ...``) and exit status 2, never a
 traceback: a message that names an argument (``batch_size must be ...``) names the flag as
@@ -181,6 +181,13 @@ def build_parser() -> Parser:
         "mean and std of every layer's activations; optionally plot their histograms.")
     diagnostics.configure_parser(diagnose)
 
+    export = sub.add_parser("export", help="write a saved model as an ONNX graph",
+                            description="Write a self-contained ONNX graph (preprocessing "
+                            "folded in, dynamic batch size) of a model saved by 'fastbp train "
+                            "--save'; needs pip install 'fastbp[export]'.")
+    export.add_argument("model", help="a saved model (.npz or .safetensors)")
+    export.add_argument("output", metavar="OUT.onnx", help="where to write the ONNX graph")
+
     sub.add_parser("info", help="backends usable here, versions, BLAS and threads",
                    description="Print each backend, whether it is usable here and why not, "
                    "the versions, the BLAS in use and its thread count.")
@@ -285,6 +292,21 @@ def run_predict(args):
         print(f"{metric}: {net.score(X, y):.4f}", file=sys.stderr)
 
 
+def run_export(args):
+    """``fastbp export MODEL OUT.onnx``: the output path is checked before the model is read."""
+    import os
+
+    from .io import load
+
+    if not args.output.lower().endswith(".onnx"):
+        raise CliError(f"fastbp export: error: OUT.onnx must end in .onnx, got {args.output!r}")
+    folder = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(folder):
+        raise CliError(f"fastbp export: error: OUT.onnx: no such directory {folder!r}")
+    load(args.model, backend="numpy").to_onnx(args.output)
+    print(f"wrote {args.output}", file=sys.stderr)
+
+
 def run_info(_args):
     print(f"fastbp {__version__}, Python {platform.python_version()}, "
           f"numpy {np.__version__}, {platform.machine()}")
@@ -327,7 +349,7 @@ def blas_lines() -> list[str]:
 
 
 COMMANDS = {"train": run_train, "predict": run_predict, "info": run_info,
-            "diagnose": diagnostics.run, "bench": run_bench}
+            "diagnose": diagnostics.run, "bench": run_bench, "export": run_export}
 
 
 #: user errors: one line, exit status 2 (MemoryError: a size too large for this machine)

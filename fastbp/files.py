@@ -269,3 +269,9 @@ def read_array(archive, name, path, what) -> np.ndarray:
     except ValueError as exc:
         raise FileFormatError(f"{path!r} is not a {what}: array {name!r} is unreadable "
                               f"({exc})") from None
+
+
+def atomic_write_bytes(path, data):
+    """Write the bytes ``data`` to ``path`` atomically (exported ONNX graphs, safetensors)."""
+    with atomic_write(path) as f:
+        f.write(data)

@@ -11,6 +11,9 @@ file's headers alone), :func:`check_values` the arrays' values once read, and on
 :func:`build` make the network. Any mismatch is a :class:`~fastbp.files.FileFormatError`
 naming the file and the entry.
 
+A path ending in ``.safetensors`` is written and read by :mod:`fastbp.safetensors_io`
+instead (the same arrays and config; any other suffix is an .npz).
+
 Version 2 added PReLU / maxout layers and whitening (config keys ``maxout_pieces``,
 ``prelu_init``, ``preprocess``); version 1 files load unchanged.
 """
@@ -22,7 +25,7 @@ import numbers
 
 import numpy as np
 
-from . import preprocess
+from . import preprocess, safetensors_io
 from .files import FileFormatError, atomic_savez, read_savez
 
 FORMAT = "fastbp-mlp"
@@ -44,7 +47,8 @@ def save(net, path):
         arrays.update({f"{name}_{l}": array for array, (name, _) in zip(params, spec)})
     if net.preprocessor is not None:
         arrays.update(preprocess.to_arrays(net.preprocessor))
-    atomic_savez(path, arrays, {"format": FORMAT, "version": VERSION, "config": net.config})
+    writer = safetensors_io.write if safetensors_io.is_safetensors(path) else atomic_savez
+    writer(path, arrays, {"format": FORMAT, "version": VERSION, "config": net.config})
 
 
 def load(path, backend="auto"):
@@ -61,7 +65,8 @@ def read(path):
         check_meta(meta, path)
         validate_model(meta["config"], shapes, path)
 
-    meta, arrays = read_savez(path, "fastbp model file", validate)
+    reader = safetensors_io.read if safetensors_io.is_safetensors(path) else read_savez
+    meta, arrays = reader(path, "fastbp model file", validate)
     check_values(meta["config"], arrays, path)
     return meta, arrays
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from . import checks, host, init as initialisers
+from . import checks, host, init as initialisers, preprocess
 from .activations import make_activation, make_hidden
 from .backend import get_backend
 from .guard import UseGuard, exclusive
@@ -245,16 +245,19 @@ class MLP:
         """Fit ``config["preprocess"]`` on the training features ``X`` (host), unless a
         preprocessor is fitted already (by an earlier fit, a loaded file, or by hand)."""
         if self.config["preprocess"] and self.preprocessor is None:
-            self.preprocessor = make_preprocessor(self.config["preprocess"]).fit(X)
+            self.preprocessor = make_preprocessor(self.config["preprocess"]).fit(
+                self.backend.to_numpy(X))
 
     def prepare(self, X, name="X"):
-        """Validated, preprocessed host features."""
-        X = checks.check_features(X, self.sizes[0], name)
-        return X if self.preprocessor is None else self.preprocessor.transform(X)
+        """Validated, preprocessed features: on the backend's device if ``X`` is there
+        already, else on the host (:func:`fastbp.arrays.to_array` takes any array type)."""
+        X = checks.check_features(X, self.sizes[0], name, self.backend, self.dtype)
+        return X if self.preprocessor is None else preprocess.transform(self.preprocessor, X)
 
     def targets(self, y, n_samples, name="y"):
-        """Validated host targets as an ``(N, n_outputs)`` matrix."""
-        return checks.check_targets(y, n_samples, self.sizes[-1], self.task, name)
+        """Validated targets as an ``(N, n_outputs)`` matrix (where ``y`` is, as for ``X``)."""
+        return checks.check_targets(y, n_samples, self.sizes[-1], self.task, name,
+                                    self.backend, self.dtype)
 
     def _chunks(self, X):
         """Yield ``(start, stop, device chunk)`` over prepared host features."""
@@ -310,7 +313,7 @@ class MLP:
         """Accuracy for classifiers, R^2 for regression."""
         X = self.prepare(X)
         Y = self.targets(y, X.shape[0])
-        return host.score(self._outputs(X), Y, self.task)
+        return host.score(self._outputs(X), self.backend.to_numpy(Y), self.task)
 
     @exclusive
     def loss(self, X, y, weight_decay=0.0):
@@ -365,10 +368,45 @@ class MLP:
 
     @exclusive
     def save(self, path):
-        """Write the model (weights, config, preprocessor) to ``path`` (.npz), atomically."""
+        """Write the model (weights, config, preprocessor) to ``path`` atomically: an .npz, or
+        a safetensors file when ``path`` ends in ``.safetensors``."""
         from .io import save
 
         save(self, path)
+
+    # -- interop (fastbp.export) -------------------------------------------------------------
+    def to_torch(self):
+        """A ``torch.nn.Sequential`` computing :meth:`forward` (:func:`fastbp.export.to_torch`)."""
+        from .export import to_torch
+
+        return to_torch(self)
+
+    def to_onnx(self, path=None):
+        """A self-contained ONNX graph of :meth:`forward`, written atomically to ``path`` if
+        given (see :func:`fastbp.export.to_onnx`)."""
+        from .export import to_onnx
+
+        return to_onnx(self, path)
+
+    @classmethod
+    def from_torch(cls, module, loss=None, backend="auto", **options):
+        """The network a ``torch.nn.Sequential`` computes (see :func:`fastbp.export.from_torch`)."""
+        from .export import from_torch
+
+        return from_torch(module, loss, backend, **options)
+
+    @classmethod
+    def from_sklearn(cls, estimator, backend="auto", **options):
+        """The network of a fitted scikit-learn MLP (see :func:`fastbp.export.from_sklearn`)."""
+        from .export import from_sklearn
+
+        return from_sklearn(estimator, backend, **options)
+
+    def summary(self) -> str:
+        """Layers, shapes, parameter counts, preprocessing, backend and dtype, as a table."""
+        from .summary import summary
+
+        return summary(self)
 
     @exclusive
     def copy(self, dtype=None, backend=None):

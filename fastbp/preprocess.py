@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
+from .arrays import namespace
 from .data import Standardizer
 
 #: the names ``MLP(preprocess=...)`` takes
@@ -61,6 +62,30 @@ class Whitener:
 
     def __repr__(self):
         return f"Whitener(method={self.method!r}, eps={self.eps!r})"
+
+
+def transform(preprocessor, X):
+    """``preprocessor.transform(X)``; a device array (``fastbp.arrays.to_array`` left it on
+    the backend's device) is transformed there, in its own dtype, with the same maths."""
+    if isinstance(X, np.ndarray):
+        return preprocessor.transform(X)
+    xp = namespace(X)
+    mean = xp.asarray(preprocessor.mean, dtype=X.dtype)
+    if isinstance(preprocessor, Standardizer):
+        return (X - mean) / xp.asarray(preprocessor.std, dtype=X.dtype)
+    return (X - mean) @ xp.asarray(preprocessor.matrix, dtype=X.dtype)
+
+
+def affine_map(preprocessor, n_features: int):
+    """``(A, c)`` with ``preprocessor.transform(x) = x @ A + c`` (float64; the identity for
+    None): what an exported model folds into its first layer."""
+    if preprocessor is None:
+        return np.eye(n_features), np.zeros(n_features)
+    if isinstance(preprocessor, Standardizer):
+        scale = 1.0 / np.asarray(preprocessor.std, dtype=np.float64)
+        return np.diag(scale), -np.asarray(preprocessor.mean, dtype=np.float64) * scale
+    matrix = np.asarray(preprocessor.matrix, dtype=np.float64)
+    return matrix, -np.asarray(preprocessor.mean, dtype=np.float64) @ matrix
 
 
 def check_preprocess(preprocess, standardize: bool):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
-from . import checks, host
+from . import checks, host, preprocess
 from . import checkpoint as checkpoints
 from .checkpoint import Position, deferred_signals
 from .checkpoint import save as checkpoint_save
@@ -160,15 +160,15 @@ def fit_checked(net, opts, X, y, validation_data, checkpoint, resume, comm) -> H
     X, Y = check_data(net, X, y)
     validation = check_validation_data(net, validation_data)
     run_id = (None if checkpoint is None
-              else checkpoints.fingerprint(opts, X, Y, validation))
+              else checkpoints.fingerprint(opts, X, Y, validation, net.backend.to_numpy))
     saved = (checkpoints.read(checkpoint, net, opts, run_id, X.shape[0], resume)
              if resume else None)
     X, Y, val, split_order = split_data(net, X, Y, validation, opts.validation_split,
                                         saved and saved.split_order)
     net.fit_preprocessor(X)
     if net.preprocessor is not None:
-        X = net.preprocessor.transform(X)
-        val = val and (net.preprocessor.transform(val[0]), val[1])
+        X = preprocess.transform(net.preprocessor, X)
+        val = val and (preprocess.transform(net.preprocessor, val[0]), val[1])
     if opts.optimizer == "lbfgs":
         return LbfgsTrainer(net, opts, X, Y, val).run()
     trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
@@ -208,8 +208,9 @@ def start_identically(net, comm):
 
 
 def check_data(net, X, y):
-    """Validated host ``X`` and ``Y`` (target matrix)."""
-    X = checks.check_features(X, net.sizes[0], "X")
+    """Validated ``X`` and ``Y`` (target matrix), on the host or, where the caller's arrays
+    already are, on the backend's device."""
+    X = checks.check_features(X, net.sizes[0], "X", net.backend, net.dtype)
     return X, net.targets(y, X.shape[0], "y")
 
 
@@ -219,7 +220,8 @@ def check_validation_data(net, validation_data):
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("validation_data must be a pair (X_val, y_val)")
-    X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val")
+    X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val", net.backend,
+                                  net.dtype)
     return X_val, net.targets(validation_data[1], X_val.shape[0], "y_val")
 
 

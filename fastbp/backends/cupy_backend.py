@@ -213,6 +213,13 @@ class CupyBackend(KernelBackend):
     def to_numpy(self, x):
         return self.xp.asnumpy(x)
 
+    def device_array(self, x):
+        """A CuPy array, or any ``__cuda_array_interface__`` exporter (a CUDA tensor), as a
+        CuPy array sharing its memory (under ``cupy-sim``: NumPy arrays, used as they are)."""
+        if isinstance(x, self.xp.ndarray) or hasattr(x, "__cuda_array_interface__"):
+            return self.xp.asarray(x)
+        return None
+
     def synchronize(self):
         self.xp.cuda.get_current_stream().synchronize()
 
