@@ -69,6 +69,8 @@ class MLP:
         self.dtype = self.config["dtype"]
         self.rng = initialisers.make_rng(seed)
         self.preprocessor = None
+        #: the optimizer and counts a continued fit picks up (:class:`fastbp.train.TrainingState`)
+        self.training_state = None
         self._build(scale)
 
     # -- construction ----------------------------------------------------------------------
@@ -191,13 +193,21 @@ class MLP:
             a = layer.forward(a, training, rng or self.rng)
         return a
 
-    def backward_device(self, Y, scale, weight_decay, loss_acc):
+    def backward_device(self, Y, scale, weight_decay, loss_acc, weights=None):
         """After :meth:`forward_device`: ``delta_L``, then every ``dW``, ``db`` into the flat
-        gradient vector; ``loss_acc[0] += sum_i L_i``. ``scale`` is ``1/N`` of the mean."""
+        gradient vector; ``loss_acc[0] += sum_i L_i``. ``scale`` is ``1/N`` of the mean.
+
+        ``weights=(w, total)``: an ``(N, 1)`` device column of per-sample weights and a
+        1-element buffer; ``delta_L,i = w_i dL_i/dz / sum_j w_j`` (``scale`` is then ignored),
+        the delta of the weighted mean ``sum_i w_i L_i / sum_j w_j``.
+        """
         top = self.layers[-1]
         act = top.activation
         delta = self.backend.output_delta_loss(top.z, top.a, Y, self.loss_fn.code, act.code,
-                                               act.alpha, scale, top.delta, loss_acc)
+                                               act.alpha, 1.0 if weights else scale,
+                                               top.delta, loss_acc)
+        if weights:
+            self.backend.weight_rows(delta, *weights)
         for l in range(len(self.layers) - 1, -1, -1):
             below = self.layers[l - 1] if l > 0 else None
             delta = self.layers[l].backward(delta, below, weight_decay)
@@ -325,6 +335,15 @@ class MLP:
         from .train import fit
 
         return fit(self, X, y, **options)
+
+    def partial_fit(self, X, y, sample_weight=None, **options):
+        """One more epoch on ``(X, y)`` (a minibatch stream, say) that continues the previous
+        fit's optimizer state, learning rate and epoch count (``continue_training=True``,
+        ``epochs=1`` and ``verbose=0`` unless given); see :func:`fastbp.train.fit`."""
+        from .train import fit
+
+        options = {"epochs": 1, "verbose": 0, **options, "continue_training": True}
+        return fit(self, X, y, sample_weight=sample_weight, **options)
 
     def save(self, path):
         """Write the model (weights, config, preprocessor) to ``path`` (.npz), atomically."""
