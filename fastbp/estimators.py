@@ -46,7 +46,7 @@ from .data import Standardizer
 from .labels import LabelCoder
 from .model import MLP
 from .schedules import Adaptive, make_schedule
-from .weights import check_sample_weight
+from .weights import check_sample_weight, weighted_standardizer
 
 #: scikit-learn's activation names -> fastbp's
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -170,11 +170,10 @@ class BaseMLP(BaseEstimator):
         act = ACTIVATIONS[self.activation]
         self.net_ = MLP([X.shape[1], *hidden, self._n_outputs()], activation=act,
                         output=output, loss=loss, init="he" if act == "relu" else "xavier",
-                        backend=self.backend, dtype=self.dtype, seed=self._seed())
-        if self.preprocess == "standardize":
+                        backend=self.backend, dtype=self.dtype, seed=self._seed(),
+                        preprocess=None if self.preprocess == "standardize" else self.preprocess)
+        if self.preprocess == "standardize":  # weighted, so weights equal repeated rows
             self.net_.preprocessor = weighted_standardizer(X, weights)
-        elif self.preprocess is not None:
-            self.net_.config["preprocess"] = self.preprocess  # fitted at the first fit
 
     def _batch_size(self, n):
         if self.solver == "lbfgs":
@@ -251,7 +250,7 @@ class BaseMLP(BaseEstimator):
     # -- predicting ----------------------------------------------------------------------
     def _outputs(self, X):
         X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self.net_.forward(X)
+        return self.net_.forward(X).astype(np.float64)
 
     # -- pickling: the network as config + weights, never its backend ----------------------
     def __getstate__(self):
@@ -269,14 +268,6 @@ class BaseMLP(BaseEstimator):
             self.net_ = MLP(**config, backend=self.backend)
             self.net_.set_weights(weights)
             self.net_.preprocessor = preprocessor
-
-
-def weighted_standardizer(X, weights):
-    """A :class:`~fastbp.data.Standardizer` with the (weighted) mean and std of ``X``."""
-    w = np.ones(X.shape[0]) if weights is None else weights
-    mean = np.average(X, axis=0, weights=w)
-    std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
-    return Standardizer(mean, np.where(std > 0, std, 1.0))
 
 
 def raw_feature_weights(net):

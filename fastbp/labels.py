@@ -113,3 +113,33 @@ class LabelCoder:
 
     def __repr__(self):
         return f"LabelCoder(kind={self.kind!r}, classes={self.classes!r})"
+
+
+def read_labelled_csv(path, target=-1):
+    """``(header or None, X, y)`` from a CSV whose ``target`` column (name or index) may hold
+    names ("cat", "dog") rather than numbers; ``y`` is float64 when every label is a number,
+    else an array of strings. The other columns must be numeric."""
+    import csv
+
+    from .data import column_index, is_number
+
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = [[cell.strip() for cell in row] for row in csv.reader(f) if row]
+    if not rows:
+        raise ValueError(f"{path}: the CSV file is empty")
+    header = None if all(is_number(c) for c in rows[0]) else rows[0]
+    body = rows[1:] if header else rows
+    col = column_index(header, target, len(rows[0]))
+    labels = np.array([row[col] for row in body], dtype=object)
+    try:
+        X = np.array([[float(c) for i, c in enumerate(row) if i != col] for row in body])
+    except ValueError as exc:
+        raise ValueError(f"{path}: feature columns must be numeric ({exc})") from None
+    numeric = all(is_number(label) for label in labels)
+    return header, X, labels.astype(np.float64) if numeric else labels.astype(str)
+
+
+def class_index(y, classes, name="y"):
+    """The index of every label of ``y`` in ``classes`` (a ValueError names unknown ones)."""
+    coder = LabelCoder(np.asarray(classes), "multiclass")
+    return coder.encode(np.asarray(y, dtype=np.asarray(classes).dtype), name)

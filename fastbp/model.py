@@ -40,14 +40,17 @@ class MLP:
     pieces per unit) are layers with parameters of their own. ``output`` and ``loss`` must be a
     valid pair (see :mod:`fastbp.losses`). ``preprocess="standardize" | "pca" | "zca"`` fits a
     feature standardiser or whitener (:mod:`fastbp.preprocess`) on the training data at the
-    first :meth:`fit` and applies it to every later input (it is saved too);
-    ``standardize=True`` is an alias of ``preprocess="standardize"``.
+    first :meth:`fit` and applies it to every later input (it is saved too); it is
+    ``"standardize"`` by default (``preprocess=None`` trains on the raw features);
+    ``standardize=True`` is an alias of ``preprocess="standardize"``. ``classes`` names the
+    classes of the outputs (one per output, or two for a single sigmoid output), saved with the
+    model for the command line's predictions.
     """
 
     def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
                  init="he", init_scale=None, backend="auto", dtype="float32", seed=None,
-                 leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess=None,
-                 maxout_pieces=2, prelu_init=0.25):
+                 leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess="standardize",
+                 maxout_pieces=2, prelu_init=0.25, classes=None):
         self.sizes = check_sizes(sizes)
         preprocess = check_preprocess(preprocess, standardize)
         self.config = dict(
@@ -58,7 +61,7 @@ class MLP:
             maxout_pieces=checks.check_number(maxout_pieces, "maxout_pieces", low=2,
                                               integer=True),
             prelu_init=checks.check_number(prelu_init, "prelu_init"),
-            preprocess=preprocess)
+            preprocess=preprocess, classes=check_classes(classes, self.sizes[-1]))
         self.hidden = self._hidden_activations(activation)
         self.output = make_activation(output, where="output", leaky_slope=leaky_slope,
                                       elu_alpha=elu_alpha)
@@ -405,6 +408,18 @@ def check_sizes(sizes):
         raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
     return [checks.check_number(s, f"sizes[{i}]", low=1, integer=True)
             for i, s in enumerate(sizes)]
+
+
+def check_classes(classes, n_outputs):
+    """None, or a list of distinct class names (str or int) for the outputs."""
+    if classes is None:
+        return None
+    names = [c.item() if hasattr(c, "item") else c for c in classes]
+    if any(not isinstance(c, (str, int)) for c in names) or len(set(names)) != len(names):
+        raise ValueError(f"classes must be distinct names (str or int), got {names!r}")
+    if len(names) not in (n_outputs, 2 if n_outputs == 1 else n_outputs):
+        raise ValueError(f"classes must name the {n_outputs} outputs, got {len(names)} names")
+    return names
 
 
 def check_seed(seed):

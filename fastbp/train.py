@@ -23,7 +23,8 @@ from .distributed import make_communicator, rank_slice
 from .metrics import make_metrics
 from .optim import OPTIMIZERS, make_optimizer
 from .schedules import make_schedule
-from .weights import check_class_weight, check_sample_weight, row_weights, weighted_loss_sum
+from .weights import (check_class_weight, check_sample_weight, row_weights,
+                      weighted_loss_sum, weighted_standardizer)
 
 #: a training set that would take more than this share of the device's free memory stays on
 #: the host and is streamed to the device batch by batch
@@ -91,7 +92,7 @@ class FitOptions:
     continue_training: bool = False
 
 
-def check_options(epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
+def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum=0.9,
                   weight_decay=0.0, dropout=0.0, input_noise=0.0, validation_data=None,
                   validation_split=0.0,
                   early_stopping=None, shuffle=True, verbose=1, callbacks=None,
@@ -145,8 +146,9 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
         sample_weight=None, **options) -> History:
     """Train ``net`` on ``(X, y)``; returns the :class:`History`.
 
-    Options (all validated before the model is touched): ``epochs=10``, ``batch_size=32``
-    (``None`` for full batch), ``lr=0.01``, ``optimizer='sgd'|'momentum'|'adam'|'lbfgs'``
+    Options (all validated before the model is touched): ``epochs=50``, ``batch_size=32``
+    (``None`` for full batch), ``lr=0.001``,
+    ``optimizer='adam'|'sgd'|'momentum'|'nesterov'|'lbfgs'`` (default adam)
     (L-BFGS: full batch, ``epochs`` iterations, SciPy's driver; see :mod:`fastbp.lbfgs`),
     ``momentum=0.9``, ``weight_decay=0.0`` (L2, biases excluded), ``dropout=0.0`` (inverted
     dropout on hidden units), ``input_noise=0.0`` (std of Gaussian noise added to each
@@ -195,6 +197,9 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     X, Y, sample_weight, val = split_data(net, X, y, validation_data, opts.validation_split,
                                           sample_weight)
     weights = row_weights(sample_weight, opts.class_weight, Y, net.task)
+    if weights is not None and net.config["preprocess"] == "standardize" \
+            and net.preprocessor is None:  # weighted, so that weights equal repeated rows
+        net.preprocessor = weighted_standardizer(X, weights[:, 0])
     net.fit_preprocessor(X)
     if net.preprocessor is not None:
         X = net.preprocessor.transform(X)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
+from .data import Standardizer
 from .kernels import reference
 
 
@@ -91,3 +92,11 @@ def row_weights(sample_weight, class_weight, Y, task):
 def weighted_loss_sum(z, a, y, w, loss_code) -> float:
     """``sum_i w_i L_i`` on host arrays, per-sample losses from the reference kernels."""
     return float(reference.loss_rows(z, a, y, loss_code) @ w[:, 0])
+
+
+def weighted_standardizer(X, weights):
+    """A :class:`~fastbp.data.Standardizer` with the (weighted) mean and std of ``X``."""
+    w = np.ones(X.shape[0]) if weights is None else weights
+    mean = np.average(X, axis=0, weights=w)
+    std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
+    return Standardizer(mean, np.where(std > 0, std, 1.0))
