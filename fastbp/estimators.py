@@ -17,9 +17,10 @@ How scikit-learn's parameters map onto fit (``N_b`` the batch size):
   on the score of a ``validation_fraction`` held out (the best weights are kept) -- an
   :class:`~fastbp.callbacks.EarlyStopping`; 'adaptive' divides the rate by 5 instead of
   stopping, down to 1e-6;
-- ``preprocess='standardize'`` (fastbp's, on by default) standardises the features with the
-  (weighted) training mean and std; ``coefs_`` and ``intercepts_`` are the weights on the raw
-  features all the same (the standardisation is folded into the first layer).
+- ``preprocess='auto'`` (fastbp's) standardises badly scaled features with the (weighted)
+  training mean and std (:func:`fastbp.preprocess.choose_auto`); 'standardize', 'pca', 'zca'
+  or None choose; ``coefs_`` and ``intercepts_`` are the weights on the raw features all the
+  same (a standardisation is folded into the first layer).
 
 ``fit`` starts from fresh weights unless ``warm_start``; ``partial_fit`` runs one epoch that
 continues the optimizer state (see :meth:`fastbp.MLP.partial_fit`). Pickling keeps the
@@ -46,7 +47,7 @@ from .data import Standardizer
 from .labels import LabelCoder
 from .model import MLP
 from .schedules import Adaptive, make_schedule
-from .weights import check_sample_weight, weighted_standardizer
+from .weights import check_sample_weight
 
 #: scikit-learn's activation names -> fastbp's
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
@@ -64,7 +65,7 @@ class BaseMLP(BaseEstimator):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="auto", dtype="float32", precision="highest", dropout=0.0,
-                 preprocess="standardize"):
+                 preprocess="auto"):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -171,9 +172,7 @@ class BaseMLP(BaseEstimator):
         self.net_ = MLP([X.shape[1], *hidden, self._n_outputs()], activation=act,
                         output=output, loss=loss, init="he" if act == "relu" else "xavier",
                         backend=self.backend, dtype=self.dtype, seed=self._seed(),
-                        preprocess=None if self.preprocess == "standardize" else self.preprocess)
-        if self.preprocess == "standardize":  # weighted, so weights equal repeated rows
-            self.net_.preprocessor = weighted_standardizer(X, weights)
+                        preprocess=self.preprocess)
 
     def _batch_size(self, n):
         if self.solver == "lbfgs":
@@ -268,19 +267,23 @@ class BaseMLP(BaseEstimator):
             self.net_ = MLP(**config, backend=self.backend)
             self.net_.set_weights(weights)
             self.net_.preprocessor = preprocessor
+            self.net_.auto_decided = True
 
 
 def raw_feature_weights(net):
     """``(coefs_, intercepts_)`` of the network as a function of the raw features: a fitted
-    standardiser ``x -> (x - mu) / s`` folds into layer 1 as ``W_1 / s`` and
-    ``b_1 - (mu / s) @ W_1``."""
+    affine preprocessor ``x -> (x - mu) M`` (standardiser: ``M = diag(1/s)``; PCA / ZCA
+    whitener: its matrix) folds into layer 1 as ``M W_1`` and ``b_1 - mu M W_1``."""
     layers = net.get_weights()
     coefs = [W for W, b, *_ in layers]
     intercepts = [b for W, b, *_ in layers]
     pre = net.preprocessor
     if isinstance(pre, Standardizer):
         coefs[0] = coefs[0] / pre.std[:, None]
-        intercepts[0] = intercepts[0] - (pre.mean / pre.std) @ layers[0][0]
+    elif pre is not None:
+        coefs[0] = pre.matrix @ coefs[0]
+    if pre is not None:
+        intercepts[0] = intercepts[0] - pre.mean @ coefs[0]
     return coefs, intercepts
 
 
@@ -298,7 +301,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="auto", dtype="float32", precision="highest", dropout=0.0,
-                 preprocess="standardize", class_weight=None):
+                 preprocess="auto", class_weight=None):
         super().__init__(
             hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
             learning_rate=learning_rate, learning_rate_init=learning_rate_init,

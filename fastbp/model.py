@@ -24,7 +24,8 @@ from .activations import make_activation, make_hidden
 from .backend import get_backend
 from .layers import Dense, Maxout, PReLU
 from .losses import make_loss
-from .preprocess import check_preprocess, make_preprocessor
+from .preprocess import check_preprocess, choose_auto, make_preprocessor
+from .weights import weighted_standardizer
 
 #: rows per chunk when predicting, to bound device memory
 PREDICT_CHUNK = 8192
@@ -40,8 +41,9 @@ class MLP:
     pieces per unit) are layers with parameters of their own. ``output`` and ``loss`` must be a
     valid pair (see :mod:`fastbp.losses`). ``preprocess="standardize" | "pca" | "zca"`` fits a
     feature standardiser or whitener (:mod:`fastbp.preprocess`) on the training data at the
-    first :meth:`fit` and applies it to every later input (it is saved too); it is
-    ``"standardize"`` by default (``preprocess=None`` trains on the raw features);
+    first :meth:`fit` and applies it to every later input (it is saved too); the default
+    ``"auto"`` standardises badly scaled features only (:func:`fastbp.preprocess.choose_auto`),
+    ``preprocess=None`` trains on the raw features;
     ``standardize=True`` is an alias of ``preprocess="standardize"``. ``classes`` names the
     classes of the outputs (one per output, or two for a single sigmoid output), saved with the
     model for the command line's predictions.
@@ -49,10 +51,11 @@ class MLP:
 
     def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
                  init="he", init_scale=None, backend="auto", dtype="float32", seed=None,
-                 leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess="standardize",
+                 leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess="auto",
                  maxout_pieces=2, prelu_init=0.25, classes=None):
         self.sizes = check_sizes(sizes)
-        preprocess = check_preprocess(preprocess, standardize)
+        preprocess = check_preprocess(None if standardize and preprocess == "auto"
+                                      else preprocess, standardize)
         self.config = dict(
             sizes=self.sizes, activation=activation, output=output, loss=loss, init=init,
             init_scale=init_scale, dtype=host.dtype_name(dtype), seed=seed,
@@ -74,6 +77,8 @@ class MLP:
         self.preprocessor = None
         #: the optimizer and counts a continued fit picks up (:class:`fastbp.train.TrainingState`)
         self.training_state = None
+        #: whether preprocess="auto" has chosen (at the first fit)
+        self.auto_decided = False
         self._build(scale)
 
     # -- construction ----------------------------------------------------------------------
@@ -238,11 +243,21 @@ class MLP:
     def standardizer(self, value):
         self.preprocessor = value
 
-    def fit_preprocessor(self, X):
+    def fit_preprocessor(self, X, weights=None):
         """Fit ``config["preprocess"]`` on the training features ``X`` (host), unless a
-        preprocessor is fitted already (by an earlier fit, a loaded file, or by hand)."""
-        if self.config["preprocess"] and self.preprocessor is None:
-            self.preprocessor = make_preprocessor(self.config["preprocess"]).fit(X)
+        preprocessor is fitted already (by an earlier fit, a loaded file, or by hand).
+
+        "auto" decides at the first fit of this object (:func:`fastbp.preprocess.choose_auto`);
+        a standardiser takes the per-sample ``weights`` (N,) into its mean and std, so that
+        weights train like repeated rows.
+        """
+        name = self.config["preprocess"]
+        if name == "auto":
+            name = None if self.auto_decided else choose_auto(X)
+            self.auto_decided = True
+        if name and self.preprocessor is None:
+            self.preprocessor = (weighted_standardizer(X, weights) if name == "standardize"
+                                 else make_preprocessor(name).fit(X))
 
     def prepare(self, X, name="X"):
         """Validated, preprocessed host features."""

@@ -12,9 +12,28 @@ import numpy as np
 from . import checks
 from .data import Standardizer
 
-#: the names ``MLP(preprocess=...)`` takes
-PREPROCESSORS = ("standardize", "pca", "zca")
+#: the names ``MLP(preprocess=...)`` takes ("auto": see :func:`choose_auto`)
+PREPROCESSORS = ("standardize", "pca", "zca", "auto")
 WHITENING = ("pca", "zca")
+#: ``preprocess="auto"`` standardises when feature spreads differ by more than this factor, or
+#: a feature's mean or std exceeds it in magnitude
+AUTO_LIMIT = 10.0
+
+
+def choose_auto(X):
+    """What ``preprocess="auto"`` does with training features ``X``: "standardize" when they
+    are badly scaled -- the largest non-zero feature std over the smallest exceeds
+    :data:`AUTO_LIMIT`, or some feature's ``|mean|`` or std does -- else None: features already
+    on a common unit scale are left as they are (as scikit-learn's MLP sees them; on iris
+    that generalises better than standardising)."""
+    X = np.asarray(X, dtype=np.float64)
+    std = X.std(axis=0)
+    spread = std[std > 0]
+    if not len(spread):
+        return None
+    badly_scaled = (spread.max() / spread.min() > AUTO_LIMIT or spread.max() > AUTO_LIMIT
+                    or np.abs(X.mean(axis=0)).max() > AUTO_LIMIT)
+    return "standardize" if badly_scaled else None
 
 
 class Whitener:

@@ -23,8 +23,7 @@ from .distributed import make_communicator, rank_slice
 from .metrics import make_metrics
 from .optim import OPTIMIZERS, make_optimizer
 from .schedules import make_schedule
-from .weights import (check_class_weight, check_sample_weight, row_weights,
-                      weighted_loss_sum, weighted_standardizer)
+from .weights import check_class_weight, check_sample_weight, row_weights, weighted_loss_sum
 
 #: a training set that would take more than this share of the device's free memory stays on
 #: the host and is streamed to the device batch by batch
@@ -197,10 +196,7 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     X, Y, sample_weight, val = split_data(net, X, y, validation_data, opts.validation_split,
                                           sample_weight)
     weights = row_weights(sample_weight, opts.class_weight, Y, net.task)
-    if weights is not None and net.config["preprocess"] == "standardize" \
-            and net.preprocessor is None:  # weighted, so that weights equal repeated rows
-        net.preprocessor = weighted_standardizer(X, weights[:, 0])
-    net.fit_preprocessor(X)
+    net.fit_preprocessor(X, None if weights is None else weights[:, 0])
     if net.preprocessor is not None:
         X = net.preprocessor.transform(X)
         val = val and (net.preprocessor.transform(val[0]), val[1])
