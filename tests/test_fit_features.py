@@ -214,3 +214,32 @@ def test_defaults_learn_unscaled_data():
     model = fastbp.MLP([ds.X.shape[1], 100, 2], seed=0)
     model.fit(X_train, y_train, verbose=0)
     assert model.score(X_test, y_test) > 0.9
+
+
+@pytest.mark.parametrize("options, error, match", [
+    (dict(class_weight="even"), TypeError, "class_weight"),
+    (dict(class_weight={0: -1.0}), ValueError, "class_weight"),
+    (dict(beta1=1.0), ValueError, "beta1"),
+    (dict(epsilon=0), ValueError, "epsilon"),
+    (dict(lr_schedule=3), TypeError, "lr_schedule"),
+    (dict(callbacks=[3]), TypeError, "callbacks"),
+    (dict(metrics=[3]), ValueError, "metrics"),
+    (dict(lr_schedule=lambda e: -1.0), ValueError, "learning rate"),
+])
+def test_bad_training_options_leave_the_model_unchanged(options, error, match):
+    X, y = blobs()
+    model = net()
+    before = model.get_flat_params()
+    with pytest.raises(error, match=match):
+        model.fit(X, y, epochs=2, verbose=0, **options)
+    np.testing.assert_array_equal(model.get_flat_params(), before)
+
+
+def test_schedule_parameters_are_checked():
+    for make, match in ((lambda: schedules.StepDecay(step_size=0), "step_size"),
+                        (lambda: schedules.Cosine(period=0), "period"),
+                        (lambda: schedules.ReduceOnPlateau(factor=1.5), "factor"),
+                        (lambda: EarlyStopping(patience=0), "patience"),
+                        (lambda: EarlyStopping(monitor=""), "monitor")):
+        with pytest.raises((ValueError, TypeError), match=match):
+            make()
