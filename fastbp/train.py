@@ -381,7 +381,8 @@ class Trainer:
     def run(self, checkpoint=None, resume=False) -> History:
         opts, net = self.opts, self.net
         position = checkpoint_load(checkpoint, self) if resume else Position(0)
-        self.epoch_offset = self.state.epochs_done - position.epoch
+        self.epoch_offset = self.state.epochs_done  # epochs of the fits this one continues
+        self.state.epochs_done += position.epoch
         self.callbacks = self.make_callbacks()
         for cb in self.callbacks:
             cb.on_train_begin(self)

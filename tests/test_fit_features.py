@@ -243,3 +243,12 @@ def test_schedule_parameters_are_checked():
                         (lambda: EarlyStopping(monitor=""), "monitor")):
         with pytest.raises((ValueError, TypeError), match=match):
             make()
+
+
+def test_a_resumed_fit_continues_the_schedule(tmp_path):
+    X, y = blobs()
+    options = dict(lr=0.1, lr_schedule=schedules.StepDecay(step_size=1, gamma=0.5),
+                   verbose=0, optimizer="sgd", checkpoint=tmp_path / "run.ckpt")
+    net().fit(X, y, epochs=2, **options)
+    resumed = net().fit(X, y, epochs=4, resume=True, **options)
+    np.testing.assert_allclose(resumed.lr, [0.1, 0.05, 0.025, 0.0125])
