@@ -38,6 +38,7 @@ try:
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.utils.multiclass import check_classification_targets
+    from scipy.sparse import issparse
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:  # pragma: no cover - exercised without scikit-learn
     raise ImportError(f"fastbp.MLPClassifier and MLPRegressor need scikit-learn ({exc}): "
@@ -45,8 +46,9 @@ except ImportError as exc:  # pragma: no cover - exercised without scikit-learn
 
 from .data import Standardizer
 from .labels import LabelCoder
-from .model import MLP
+from .model import MLP, PREDICT_CHUNK
 from .schedules import Adaptive, make_schedule
+from .sparse import SparseRows
 from .weights import check_sample_weight
 
 #: scikit-learn's activation names -> fastbp's
@@ -138,8 +140,9 @@ class BaseMLP(BaseEstimator):
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         hidden = self._check_params()
         first = not (incremental or self.warm_start) or not hasattr(self, "net_")
-        X, y = validate_data(self, X, y, reset=first, multi_output=True,
+        X, y = validate_data(self, X, y, reset=first, multi_output=True, accept_sparse="csr",
                              dtype=(np.float64, np.float32), y_numeric=self._y_numeric)
+        X = SparseRows(X) if issparse(X) else X
         targets = self._encode_targets(y, first, classes)
         weights = None if sample_weight is None else self._sample_weight(sample_weight, X)
         if first:
@@ -248,8 +251,12 @@ class BaseMLP(BaseEstimator):
 
     # -- predicting ----------------------------------------------------------------------
     def _outputs(self, X):
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
-        return self.net_.forward(X).astype(np.float64)
+        X = validate_data(self, X, reset=False, accept_sparse="csr",
+                          dtype=(np.float64, np.float32))
+        if not issparse(X):
+            return self.net_.forward(X).astype(np.float64)
+        return np.concatenate([self.net_.forward(X[lo:lo + PREDICT_CHUNK].toarray())
+                               for lo in range(0, X.shape[0], PREDICT_CHUNK)]).astype(np.float64)
 
     # -- pickling: the network as config + weights, never its backend ----------------------
     def __getstate__(self):
@@ -317,7 +324,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     def _encode_targets(self, y, first, classes=None):
@@ -391,7 +398,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.target_tags.multi_output = True
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
     def _encode_targets(self, y, first, classes=None):

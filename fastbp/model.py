@@ -25,6 +25,7 @@ from .backend import get_backend
 from .layers import Dense, Maxout, PReLU
 from .losses import make_loss
 from .preprocess import check_preprocess, choose_auto, make_preprocessor
+from .sparse import is_row_source
 from .weights import weighted_standardizer
 
 #: rows per chunk when predicting, to bound device memory
@@ -251,13 +252,18 @@ class MLP:
         a standardiser takes the per-sample ``weights`` (N,) into its mean and std, so that
         weights train like repeated rows.
         """
-        name = self.config["preprocess"]
-        if name == "auto":
-            name = None if self.auto_decided else choose_auto(X)
-            self.auto_decided = True
-        if name and self.preprocessor is None:
-            self.preprocessor = (weighted_standardizer(X, weights) if name == "standardize"
-                                 else make_preprocessor(name).fit(X))
+        name, decided = self.config["preprocess"], self.auto_decided
+        self.auto_decided = True
+        if self.preprocessor is not None or name is None or (name == "auto" and decided):
+            return
+        name = choose_auto(X) if name == "auto" else name
+        if name == "standardize":
+            self.preprocessor = weighted_standardizer(X, weights)
+        elif name is not None:
+            if is_row_source(X):
+                raise ValueError(f"preprocess={name!r} needs dense features; sparse input "
+                                 f"takes 'standardize', 'auto' or None")
+            self.preprocessor = make_preprocessor(name).fit(X)
 
     def prepare(self, X, name="X"):
         """Validated, preprocessed host features."""

@@ -23,6 +23,7 @@ from .distributed import make_communicator, rank_slice
 from .metrics import make_metrics
 from .optim import OPTIMIZERS, make_optimizer
 from .schedules import make_schedule
+from .sparse import is_row_source, take
 from .weights import check_class_weight, check_sample_weight, row_weights, weighted_loss_sum
 
 #: a training set that would take more than this share of the device's free memory stays on
@@ -198,8 +199,11 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     weights = row_weights(sample_weight, opts.class_weight, Y, net.task)
     net.fit_preprocessor(X, None if weights is None else weights[:, 0])
     if net.preprocessor is not None:
-        X = net.preprocessor.transform(X)
-        val = val and (net.preprocessor.transform(val[0]), val[1])
+        X, val = preprocessed(net.preprocessor, X), val and (
+            preprocessed(net.preprocessor, val[0]), val[1])
+    if opts.optimizer == "lbfgs" and is_row_source(X):
+        raise ValueError("optimizer='lbfgs' is full-batch and needs dense X; sparse input "
+                         "trains with the minibatch optimizers")
     if opts.optimizer == "lbfgs":
         return LbfgsTrainer(net, opts, X, Y, val, weights).run()
     trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
@@ -235,10 +239,24 @@ def start_identically(net, comm):
     net.rng.bit_generator.state = comm.broadcast_object(net.rng.bit_generator.state)
 
 
+def preprocessed(preprocessor, X):
+    """``X`` through the fitted preprocessor: now, or batch by batch for a row source."""
+    return X.transformed(preprocessor) if is_row_source(X) else preprocessor.transform(X)
+
+
+def check_row_source(X, n_features, name):
+    """A row source (sparse input) with ``n_features`` columns and a sample."""
+    if X.shape[1] != n_features or X.shape[0] == 0:
+        raise ValueError(f"{name} must have {n_features} features (columns) and a sample, "
+                         f"got shape {X.shape}")
+    return X
+
+
 def split_data(net, X, y, validation_data, validation_split, sample_weight=None):
     """Validated host ``X``, ``Y`` (target matrix), the training rows' ``sample_weight`` (or
     None) and ``(X_val, Y_val)`` or None."""
-    X = checks.check_features(X, net.sizes[0], "X")
+    X = (check_row_source(X, net.sizes[0], "X") if is_row_source(X)
+         else checks.check_features(X, net.sizes[0], "X"))
     Y = net.targets(y, X.shape[0], "y")
     if sample_weight is not None:
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
@@ -257,7 +275,7 @@ def split_data(net, X, y, validation_data, validation_split, sample_weight=None)
     order = net.rng.permutation(X.shape[0])
     val_idx, train_idx = order[:n_val], order[n_val:]
     kept_weights = None if sample_weight is None else sample_weight[train_idx]
-    return X[train_idx], Y[train_idx], kept_weights, (X[val_idx], Y[val_idx])
+    return take(X, train_idx), Y[train_idx], kept_weights, (take(X, val_idx), Y[val_idx])
 
 
 @dataclass
@@ -369,7 +387,8 @@ class Trainer:
         the host and each batch is gathered there and copied over (:meth:`batch`)."""
         free = self.backend.device_memory_free()
         itemsize = 4 if self.net.dtype == "float32" else 8
-        self.streamed = free is not None and (X.size + Y.size) * itemsize > DEVICE_SHARE * free
+        self.streamed = is_row_source(X) or (
+            free is not None and (X.size + Y.size) * itemsize > DEVICE_SHARE * free)
         if self.streamed:
             return X, Y
         return self.backend.asarray(X, self.net.dtype), self.backend.asarray(Y, self.net.dtype)

@@ -15,6 +15,7 @@ import numpy as np
 from . import checks
 from .data import Standardizer
 from .kernels import reference
+from .sparse import is_row_source
 
 
 def check_sample_weight(sample_weight, n_samples: int):
@@ -95,8 +96,12 @@ def weighted_loss_sum(z, a, y, w, loss_code) -> float:
 
 
 def weighted_standardizer(X, weights):
-    """A :class:`~fastbp.data.Standardizer` with the (weighted) mean and std of ``X``."""
-    w = np.ones(X.shape[0]) if weights is None else weights
-    mean = np.average(X, axis=0, weights=w)
-    std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
+    """A :class:`~fastbp.data.Standardizer` with the (weighted) mean and std of ``X`` (dense,
+    or a sparse row source, from its entries)."""
+    if is_row_source(X):
+        mean, std = X.column_moments(weights)
+    else:
+        w = np.ones(X.shape[0]) if weights is None else weights
+        mean = np.average(X, axis=0, weights=w)
+        std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
     return Standardizer(mean, np.where(std > 0, std, 1.0))

@@ -208,3 +208,27 @@ def test_bad_parameters_name_themselves():
             MLPClassifier(**params).fit(X, y)
     with pytest.raises(ValueError, match="sample_weight"):
         MLPClassifier(max_iter=2).fit(X, y, sample_weight=np.ones(3))
+
+
+def test_sparse_csr_input_trains_like_dense_batch_by_batch(digits, monkeypatch):
+    sparse = pytest.importorskip("scipy.sparse")
+    from fastbp.sparse import SparseRows
+
+    X_train, X_test, y_train, y_test = digits
+    densified = []
+    real = SparseRows.__getitem__
+
+    def recording(self, rows):
+        out = real(self, rows)
+        densified.append(out.shape[0])
+        return out
+
+    monkeypatch.setattr(SparseRows, "__getitem__", recording)
+    params = dict(max_iter=5, random_state=0, dtype="float64", early_stopping=True)
+    from_sparse = MLPClassifier(**params).fit(sparse.csr_matrix(X_train), y_train)
+    from_dense = MLPClassifier(**params).fit(X_train, y_train)
+    np.testing.assert_allclose(from_sparse.predict_proba(sparse.csr_matrix(X_test)),
+                               from_dense.predict_proba(X_test), rtol=1e-9, atol=1e-12)
+    assert densified and max(densified) <= 200  # one batch (or validation chunk) at a time
+    with pytest.raises(ValueError, match="dense"):
+        MLPClassifier(solver="lbfgs").fit(sparse.csr_matrix(X_train), y_train)
