@@ -28,5 +28,6 @@ def __getattr__(name):
     raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
 
 
-__all__ = ["MLP", "MLPClassifier", "MLPRegressor", "History", "available_backends", "data", "flatten_params", "get_backend",
-           "gradient_check", "load", "unflatten_params", "__version__"]
+__all__ = ["MLP", "MLPClassifier", "MLPRegressor", "History", "available_backends", "data",
+           "flatten_params", "get_backend", "gradient_check", "load", "unflatten_params",
+           "__version__"]

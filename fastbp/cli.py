@@ -191,7 +191,8 @@ def run_train(args):
     say = (lambda *a: None) if args.quiet or launcher_rank() else print
     say(f"data: {ds.name} ({ds.task}), {len(X_train)} train / {len(X_test)} test samples, "
         f"{ds.X.shape[1]} features")
-    say(f"task: {ds.task} ({'guessed from the target column; --task overrides' if guessed else 'from --task'})"
+    source = "guessed from the target column; --task overrides" if guessed else "from --task"
+    say(f"task: {ds.task} ({source})"
         + (f", classes: {', '.join(map(str, classes))}" if classes else ""))
     say(f"backend: {net.backend.name} ({net.backend.reason})")
     say(f"model: {net}")

@@ -15,7 +15,6 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import check_estimator  # noqa: E402
 
-import fastbp  # noqa: E402
 from fastbp import MLPClassifier, MLPRegressor  # noqa: E402
 
 
