@@ -12,6 +12,8 @@ from fastbp.callbacks import Callback, EarlyStopping
 from fastbp.data import load
 from fastbp.optim import Nesterov
 
+from backends import usable_backends
+
 
 def blobs(n=120, seed=0):
     rng = np.random.default_rng(seed)
@@ -252,3 +254,17 @@ def test_a_resumed_fit_continues_the_schedule(tmp_path):
     net().fit(X, y, epochs=2, **options)
     resumed = net().fit(X, y, epochs=4, resume=True, **options)
     np.testing.assert_allclose(resumed.lr, [0.1, 0.05, 0.025, 0.0125])
+
+
+@pytest.mark.parametrize("backend_name", usable_backends())
+def test_weights_schedules_and_nesterov_agree_on_every_backend(backend_name):
+    rng = np.random.default_rng(0)
+    X, y, w = rng.normal(size=(24, 3)), rng.integers(0, 2, 24), rng.integers(0, 3, 24)
+    results = []
+    for name in ("numpy", backend_name):
+        model = fastbp.MLP([3, 4, 2], seed=0, backend=name, dtype="float64")
+        history = model.fit(X, y, sample_weight=w, epochs=3, batch_size=8, verbose=0,
+                            lr_schedule="cosine", optimizer="nesterov", lr=0.1)
+        results.append((model.get_flat_params(), history.train_loss))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-9)
