@@ -11,8 +11,9 @@ defaults (lr 1e-3, batch 200, alpha 1e-4), ``EPOCHS`` epochs with the stopping r
   should cost no more than a few percent above it.
 
 ``pytest benchmarks/test_sklearn.py --benchmark-only`` times each (the group is the data set;
-``extra_info["seconds_per_epoch"]``). ``python benchmarks/test_sklearn.py`` runs them
-interleaved, round-robin, and prints per-epoch seconds and the ratios side by side.
+``extra_info["seconds_per_epoch"]``). ``python benchmarks/test_sklearn.py [ROUNDS [digits|mnist ...]]`` runs
+them interleaved, round-robin in a rotating order, and prints per-epoch seconds and the
+ratios side by side.
 """
 
 import sys
@@ -86,17 +87,19 @@ def test_epochs(benchmark, data, contender):
     benchmark.extra_info["seconds_per_epoch"] = benchmark.stats.stats.median / epochs
 
 
-def side_by_side(rounds=3):
+def side_by_side(rounds=3, names=tuple(EPOCHS)):
     """Interleaved rounds of every contender on each data set; median seconds per epoch."""
-    for name, epochs in EPOCHS.items():
+    for name in names:
+        epochs = EPOCHS[name]
         X, y = dataset(name)
         for run in CONTENDERS.values():
             run(X[:400], y[:400], 1)
         times = {key: [] for key in CONTENDERS}
-        for _ in range(rounds):
-            for key, run in CONTENDERS.items():
+        keys = list(CONTENDERS)
+        for r in range(rounds):  # the order rotates: no contender always follows another
+            for key in keys[r % len(keys):] + keys[:r % len(keys)]:
                 start = time.perf_counter()
-                run(X, y, epochs)
+                CONTENDERS[key](X, y, epochs)
                 times[key].append((time.perf_counter() - start) / epochs)
         med = {key: float(np.median(t)) for key, t in times.items()}
         print(f"{name}: s/epoch sklearn {med['sklearn']:.3f}  estimator "
@@ -106,4 +109,5 @@ def side_by_side(rounds=3):
 
 
 if __name__ == "__main__":
-    side_by_side(int(sys.argv[1]) if len(sys.argv) > 1 else 3)
+    side_by_side(int(sys.argv[1]) if len(sys.argv) > 1 else 3, tuple(sys.argv[2:]) or
+                 tuple(EPOCHS))
