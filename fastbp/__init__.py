@@ -14,5 +14,20 @@ from .train import History
 
 __version__ = "0.1.0"
 
-__all__ = ["MLP", "History", "available_backends", "data", "flatten_params", "get_backend",
-           "gradient_check", "load", "unflatten_params", "__version__"]
+#: names imported on first use, from modules that need an optional dependency
+LAZY = {"MLPClassifier": "estimators", "MLPRegressor": "estimators"}
+
+
+def __getattr__(name):
+    """``fastbp.MLPClassifier`` / ``MLPRegressor`` import scikit-learn only when first used
+    (``pip install 'fastbp[sklearn]'``), so ``import fastbp`` works without it."""
+    if name in LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'fastbp' has no attribute {name!r}")
+
+
+__all__ = ["MLP", "MLPClassifier", "MLPRegressor", "History", "available_backends", "data",
+           "flatten_params", "get_backend", "gradient_check", "load", "unflatten_params",
+           "__version__"]

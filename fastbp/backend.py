@@ -213,6 +213,19 @@ class Backend:
         it from a CUDA graph (``step_fn``: a closure over fixed buffers, no allocation)."""
         return step_fn
 
+    def weight_rows(self, x, w, total):
+        """Per-sample weights, in place: ``x_i <- w_i x_i / sum_j w_j``; returns ``x``.
+
+        ``x`` is ``(N, K)``, ``w`` an ``(N, 1)`` column of non-negative weights, ``total`` a
+        1-element buffer that receives ``sum_j w_j``. With ``x_i = dL_i/dz`` this turns the
+        output delta of the mean loss into that of ``sum_i w_i L_i / sum_j w_j``; written once
+        with ``self.xp`` (no allocation, so a captured step may contain it).
+        """
+        self.xp.sum(w, axis=0, out=total)
+        self.xp.divide(x, total, out=x)
+        self.xp.multiply(x, w, out=x)
+        return x
+
     def gaussian_noise(self, x, rng, sigma, out):
         """``out = x + sigma * e`` with ``e ~ N(0, 1)`` drawn from the host generator ``rng``
         (input-noise injection); returns ``out``."""

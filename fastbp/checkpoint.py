@@ -86,17 +86,19 @@ def check_resume(resume):
     return resume
 
 
-def fingerprint(opts, X, Y, validation, to_host=None) -> dict:
+def fingerprint(opts, X, Y, validation, to_host=None, sample_weight=None) -> dict:
     """What identifies a run: a digest of the training data ``(X, Y)`` and of ``validation``
     (``(X_val, Y_val)`` or None), and every option of ``opts`` (a dataclass) but
     :data:`UNFINGERPRINTED_OPTIONS`, each as a JSON value (arrays by digest). ``to_host``
-    brings data that lives on a device to the host first (the backend's ``to_numpy``)."""
+    brings data that lives on a device to the host first (the backend's ``to_numpy``);
+    ``sample_weight`` (or None) is part of the data."""
     if to_host is not None:
         X, Y = to_host(X), to_host(Y)
         validation = validation and tuple(to_host(a) for a in validation)
     options = {f.name: describe(getattr(opts, f.name)) for f in dataclasses.fields(opts)
                if f.name not in UNFINGERPRINTED_OPTIONS}
-    data = {"train": [digest(X), digest(Y)],
+    data = {"train": [digest(X), digest(Y)] + ([] if sample_weight is None
+                                                else [digest(sample_weight)]),
             "validation": None if validation is None else [digest(a) for a in validation]}
     return {"options": options, "data": data}
 

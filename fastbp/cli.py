@@ -30,6 +30,8 @@ from .bench import run as run_bench
 from .distributed import launcher_rank
 from .files import atomic_write
 from .init import INITS
+from .csvfile import read_labelled_csv
+from .labels import LabelCoder, class_index
 from .losses import LOSSES
 from .memory import check_fits
 from .optim import OPTIMIZERS
@@ -152,7 +154,11 @@ def build_parser() -> Parser:
                        help="CSV target column, name or index (default: last)")
     add_header_flag(train)
     train.add_argument("--test-size", type=float, default=0.2,
-                       help="fraction held out as the test set (default: 0.2)")
+                       help="fraction held out as the test set (default: 0.2; 0: train on "
+                       "all the data, no test score)")
+    train.add_argument("--task", choices=list(TASK_DEFAULTS),
+                       help="override the task guessed from the target column (the guess is "
+                       "printed)")
     train.add_argument("--save", metavar="MODEL.npz", type=output_file("model"),
                        help="write the trained model here")
     add_model_flags(train)
@@ -216,8 +222,7 @@ def check_train_flags(args):
     training options, the test split, the activation names, and hidden sizes that fit in
     memory (counting only the weights between hidden layers and their biases)."""
     check_options(**fit_options(args))
-    checks.check_number(args.test_size, "test_size", low=0, high=1, low_open=True,
-                        high_open=True)
+    checks.check_number(args.test_size, "test_size", low=0, high=1, high_open=True)
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ImportError(f"--plot needs Matplotlib: {plots.INSTALL_HINT}")
     for name in args.activation.split(","):
@@ -233,13 +238,13 @@ def run_train(args):
     from .model import MLP
 
     check_train_flags(args)
-    ds = data.load_any(args.data, args.target, args.header)
+    ds, classes, guessed = labelled_data(args)
     output, loss = TASK_DEFAULTS[ds.task]
     output, loss = args.output or output, args.loss or loss
-    X_train, X_test, y_train, y_test = data.train_test_split(ds.X, ds.y, args.test_size,
-                                                             seed=args.seed)
+    X_train, X_test, y_train, y_test = split_for_test(ds, args.test_size, args.seed)
     activation = args.activation.split(",")
-    net = MLP([ds.X.shape[1], *args.hidden, ds.n_outputs],
+    n_outputs = ds.n_outputs if classes is None or ds.task == "binary" else len(classes)
+    net = MLP([ds.X.shape[1], *args.hidden, n_outputs], classes=classes,
               activation=activation[0] if len(activation) == 1 else activation,
               output=output, loss=loss, init=args.init, init_scale=args.init_scale,
               backend=args.backend, dtype=args.dtype, seed=args.seed,
@@ -249,6 +254,9 @@ def run_train(args):
     say = (lambda *a: None) if args.quiet or launcher_rank() else print
     say(f"data: {ds.name} ({ds.task}), {len(X_train)} train / {len(X_test)} test samples, "
         f"{ds.X.shape[1]} features")
+    source = "guessed from the target column; --task overrides" if guessed else "from --task"
+    say(f"task: {ds.task} ({source})"
+        + (f", classes: {', '.join(map(str, classes))}" if classes else ""))
     say(f"backend: {net.backend.name} ({net.backend.reason})")
     say(f"model: {net}")
     history = net.fit(X_train, y_train, **fit_options(args), checkpoint=args.checkpoint,
@@ -259,7 +267,10 @@ def run_train(args):
         net.save(args.save)
         say(f"saved model to {args.save}")
     metric = "R^2" if net.task == "regression" else "accuracy"
-    print(f"test {metric}: {net.score(X_test, y_test):.4f}")
+    if len(X_test):
+        print(f"test {metric}: {net.score(X_test, y_test):.4f}")
+    else:
+        say("no test set (--test-size 0): trained on all the data")
     if args.plot:
         history.plot(args.plot)
         say(f"wrote training curves to {args.plot}")
@@ -269,27 +280,76 @@ def run_predict(args):
     from .io import load
 
     net = load(args.model, backend=args.backend)
+    classes = net.config.get("classes")
     if args.data.endswith(".npz"):
         ds = data.load_npz(args.data)
         X, y = ds.X, ds.y
+    elif args.target is not None:
+        _, X, y = read_labelled_csv(args.data, args.target, args.header)
     else:
-        header, table = data.read_csv(args.data, args.header)
+        _, X = data.read_csv(args.data, args.header)
         y = None
-        if args.target is not None:
-            col = data.column_index(header, args.target, table.shape[1])
-            y, table = table[:, col], np.delete(table, col, axis=1)
-        X = table
-    out = net.predict_proba(X) if args.proba else net.predict(X)
-    out = np.asarray(out)
-    fmt = "%d" if out.dtype.kind in "iu" else "%.6g"
+    if y is not None and classes is not None:
+        y = class_index(y, classes, "the --target column")
+    out = np.asarray(net.predict_proba(X) if args.proba else net.predict(X))
+    out = out.reshape(len(X), -1)
+    header = prediction_header(net, args.proba, out)
+    names = classes if not args.proba else None
     if args.output:
-        with atomic_write(args.output) as f:
-            np.savetxt(f, out.reshape(len(X), -1), fmt=fmt, delimiter=",")
+        with atomic_write(args.output, "w") as f:
+            write_predictions(f, out, header, names)
     else:
-        np.savetxt(sys.stdout, out.reshape(len(X), -1), fmt=fmt, delimiter=",")
+        write_predictions(sys.stdout, out, header, names)
     if y is not None:
         metric = "R^2" if net.task == "regression" else "accuracy"
         print(f"{metric}: {net.score(X, y):.4f}", file=sys.stderr)
+
+
+def labelled_data(args):
+    """``(dataset, class names or None, whether the task was guessed)``: a CSV target column
+    of names is read as labels; class labels (numbers or names, gaps allowed) become indices
+    ``0..K-1``, so the output layer has one unit per class present."""
+    ds = data.load_any(args.data, args.target, args.header)
+    ds.task = args.task or ds.task
+    if ds.task == "regression":
+        if ds.y.dtype.kind in "USO":
+            raise ValueError("--task regression needs a numeric target column")
+        return ds, None, args.task is None
+    coder = LabelCoder().fit(ds.y, "the target column")
+    classes = [c.item() if hasattr(c, "item") else c for c in coder.classes]
+    classes = [int(c) if isinstance(c, float) and c.is_integer() else c for c in classes]
+    ds.y = class_index(ds.y, coder.classes).astype(np.float64)
+    if ds.task == "binary" and len(classes) != 2:
+        raise ValueError(f"--task binary needs 2 classes, the target column has {len(classes)}")
+    return ds, classes, args.task is None
+
+
+def split_for_test(ds, test_size, seed):
+    """``X_train, X_test, y_train, y_test``; ``test_size=0`` trains on everything."""
+    if test_size == 0:
+        return ds.X, ds.X[:0], ds.y, ds.y[:0]
+    return data.train_test_split(ds.X, ds.y, test_size, seed=seed)
+
+
+def prediction_header(net, proba, out) -> list[str]:
+    """Column names: ``prediction`` (one per output), or the class names for --proba."""
+    classes = net.config.get("classes")
+    if not proba:
+        return ["prediction"] if out.shape[1] == 1 else [f"prediction_{k}" for k in
+                                                          range(out.shape[1])]
+    if classes is None:
+        return [f"class_{k}" for k in range(out.shape[1])]
+    return [str(c) for c in (classes[-out.shape[1]:])]  # one sigmoid: the positive class
+
+
+def write_predictions(target, out, header, classes):
+    """A CSV with ``header``; class indices written as ``classes`` names when given."""
+    if classes is not None and out.dtype.kind in "iu":
+        out = np.asarray(classes, dtype=object)[out]
+        fmt = "%s"
+    else:
+        fmt = "%d" if out.dtype.kind in "iu" else "%.6g"
+    np.savetxt(target, out, fmt=fmt, delimiter=",", header=",".join(header), comments="")
 
 
 def run_export(args):

@@ -1,4 +1,4 @@
-"""Numeric CSV files, read with Python's :mod:`csv` parser: a header row or none, a float matrix.
+"""CSV files of numbers (and a column of class names), read with Python's :mod:`csv` parser: a header row or none, a float matrix.
 
 - Quoted fields (``"1.5"``, ``"a,b"`` as a column name), CRLF line ends and a UTF-8 byte order
   mark are handled; blank lines are skipped; surrounding spaces are ignored.
@@ -27,6 +27,35 @@ MISSING = ("", "na", "n/a", "nan", "null", "none", "?", "-")
 
 def read_csv(path, header=None) -> tuple[list[str] | None, np.ndarray]:
     """A numeric CSV as ``(header or None, float64 matrix of shape (rows, columns))``."""
+    names, data = read_table(path, header)
+    return names, to_matrix(path, data, names)
+
+
+def read_labelled_csv(path, target=-1, header=None):
+    """``(header or None, X, y)`` from a CSV whose ``target`` column (name or index) may hold
+    class names ("cat", "dog") as well as numbers: ``y`` is float64 when every label is a
+    number, else an array of strings. The other columns must be numeric; a missing label is an
+    error naming its line."""
+    by_name = isinstance(target, str) and not is_number(target)
+    names, data = read_table(path, True if by_name and header is None else header,
+                             None if by_name else int(target))
+    col = column_index(names, target, len(data[0][1]))
+    for line_no, cells in data:
+        if is_missing(cells[col]):
+            raise FileFormatError(describe_bad_cell(path, line_no, col, cells[col], names))
+    labels = [cells[col] for _, cells in data]
+    # the label cells read as 0 so that errors count the file's own columns
+    numbers = [(n, cells[:col] + ["0"] + cells[col + 1:]) for n, cells in data]
+    X = np.delete(to_matrix(path, numbers, names), col, axis=1)
+    numeric = all(is_number(label) for label in labels)
+    return names, X, np.array(labels, dtype=np.float64 if numeric else str)
+
+
+def read_table(path, header=None, label_column=None
+               ) -> tuple[list[str] | None, list[tuple[int, list[str]]]]:
+    """``(column names or None, [(line number, cells)] of the data rows)``, every row as wide
+    as the first. The guess of a header ignores ``label_column`` (an index), which may hold
+    names in a data row too."""
     path = os.fspath(path)
     if header not in (None, True, False):
         raise TypeError(f"header must be None (guess), True or False, got {header!r}")
@@ -35,7 +64,10 @@ def read_csv(path, header=None) -> tuple[list[str] | None, np.ndarray]:
         raise FileFormatError(f"{path!r} is an empty CSV file")
     lines = drop_trailing_empty_column(lines)
     if header is None:
-        header = not all(is_number(c) or is_missing(c) for c in lines[0][1])
+        first = list(lines[0][1])
+        if label_column is not None and -len(first) <= label_column < len(first):
+            del first[label_column]
+        header = not all(is_number(c) or is_missing(c) for c in first)
     names = [c or f"column {j + 1}" for j, c in enumerate(lines[0][1])] if header else None
     data = lines[1:] if header else lines
     if not data:
@@ -45,7 +77,19 @@ def read_csv(path, header=None) -> tuple[list[str] | None, np.ndarray]:
         if len(cells) != width:
             raise FileFormatError(f"{path!r} line {line_no}: {len(cells)} fields, expected "
                                   f"{width} (as on line {lines[0][0]})")
-    return names, to_matrix(path, data, names)
+    return names, data
+
+
+def column_index(header, target, n_cols) -> int:
+    """Resolve a target column given by name or (negative) index."""
+    if isinstance(target, str) and not is_number(target):
+        if header is None or target not in header:
+            raise ValueError(f"target column {target!r} not found; columns: {header}")
+        return header.index(target)
+    index = int(target)
+    if not -n_cols <= index < n_cols:
+        raise ValueError(f"target column index must be in [{-n_cols}, {n_cols - 1}], got {index}")
+    return index % n_cols
 
 
 def read_rows(path) -> list[tuple[int, list[str]]]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checks
-from .csvfile import is_number, read_csv
+from .csvfile import read_csv, read_labelled_csv
 from .files import FileFormatError
 
 BUNDLED = ("digits", "iris", "breast_cancer", "diabetes", "xor")
@@ -88,28 +88,15 @@ def read_npz(path, keys) -> dict:
 
 
 def load_csv(path, target=-1, task=None, header=None) -> Dataset:
-    """Features and target from a numeric CSV (see :mod:`fastbp.csvfile`); ``target`` is a
-    column name or index, ``header`` None (guess), True or False."""
-    header, data = read_csv(path, header)
-    if data.shape[1] < 2:
-        raise FileFormatError(f"{path!r} has {data.shape[1]} column: training needs at least "
-                              "one feature column besides the target")
-    col = column_index(header, target, data.shape[1])
-    y = data[:, col]
-    X = np.delete(data, col, axis=1)
-    return Dataset(X, y, task or guess_task(y), os.path.basename(str(path)))
-
-
-def column_index(header, target, n_cols) -> int:
-    """Resolve a target column given by name or (negative) index."""
-    if isinstance(target, str) and not is_number(target):
-        if header is None or target not in header:
-            raise ValueError(f"target column {target!r} not found; columns: {header}")
-        return header.index(target)
-    index = int(target)
-    if not -n_cols <= index < n_cols:
-        raise ValueError(f"target column index must be in [{-n_cols}, {n_cols - 1}], got {index}")
-    return index % n_cols
+    """Features and target from a CSV (see :mod:`fastbp.csvfile`); ``target`` is a column
+    name or index, ``header`` None (guess), True or False. A target column of names
+    ("cat", "dog") gives string labels and a classification task."""
+    _, X, y = read_labelled_csv(path, target, header)
+    if X.shape[1] < 1:
+        raise FileFormatError(f"{path!r} has 1 column: training needs at least one feature "
+                              "column besides the target")
+    task = task or ("classification" if y.dtype.kind == "U" else guess_task(y))
+    return Dataset(X, y, task, os.path.basename(str(path)))
 
 
 def guess_task(y) -> str:

@@ -201,4 +201,5 @@ def build(config, arrays, backend, source="model file"):
     net.set_weights([tuple(arrays[f"{name}_{l}"] for name, _ in spec)
                      for l, spec in enumerate(net.param_layout, start=1)])
     net.preprocessor = preprocess.from_arrays(arrays)
+    net.auto_decided = True  # a saved model's preprocess="auto" chose what the file holds
     return net

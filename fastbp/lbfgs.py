@@ -11,6 +11,7 @@ import numpy as np
 
 from . import checks
 from .model import flatten_params, unflatten_params
+from .weights import weighted_loss_sum
 
 INSTALL_HINT = "pip install scipy (or pip install 'fastbp[lbfgs]')"
 
@@ -25,34 +26,46 @@ def require_scipy_minimize():
     return minimize
 
 
-def cost_and_gradient(net, X_dev, Y_dev, weight_decay):
+def cost_and_gradient(net, X_dev, Y_dev, weight_decay, weights=None):
     """``f(theta) -> (J, dJ/dtheta)`` on the device data, for the full batch:
-    ``J = mean_i L_i + (weight_decay/2) sum_l ||W_l||^2`` (float, float64 host vector)."""
+    ``J = mean_i L_i + (weight_decay/2) sum_l ||W_l||^2`` (float, float64 host vector);
+    with host ``weights`` (N, 1) the mean is ``sum_i w_i L_i / sum_i w_i``."""
     backend, n = net.backend, X_dev.shape[0]
+    on_device = None if weights is None else (backend.asarray(weights, net.dtype),
+                                              backend.zeros((1,), net.dtype))
 
     def evaluate(theta):
         unflatten_params(net, theta)
         loss_acc = backend.zeros((1,), net.dtype)
         net.forward_device(X_dev)
-        net.backward_device(Y_dev, 1.0 / n, weight_decay, loss_acc)
-        cost = backend.scalar(loss_acc) / n + net.penalty(weight_decay)
+        net.backward_device(Y_dev, 1.0 / n, weight_decay, loss_acc, on_device)
+        if weights is None:
+            mean = backend.scalar(loss_acc) / n
+        else:
+            top = net.layers[-1]
+            mean = weighted_loss_sum(backend.to_numpy(top.z), backend.to_numpy(top.a),
+                                     backend.to_numpy(Y_dev), weights, net.loss_fn.code)
+            mean /= float(weights.sum())
+        cost = mean + net.penalty(weight_decay)
         return cost, backend.to_numpy(net.grads).astype(np.float64)
 
     return evaluate
 
 
-def lbfgs_minimize(net, X_dev, Y_dev, weight_decay=0.0, max_iter=100, callback=None):
+def lbfgs_minimize(net, X_dev, Y_dev, weight_decay=0.0, max_iter=100, callback=None,
+                   weights=None):
     """Minimise the full-batch cost ``J(theta)`` of ``net`` by L-BFGS-B; returns SciPy's
     ``OptimizeResult`` (``fun``: the final J, ``nit``: iterations, ``message``).
 
     ``X_dev``, ``Y_dev`` are the (preprocessed) features and target matrix on the network's
     backend. The best ``theta`` is written into ``net`` at the end. ``callback(iteration,
     logs)``, with ``logs = {"loss": J}``, runs after each iteration; returning True stops.
+    ``weights``: host per-sample weights (N, 1) of the loss (:mod:`fastbp.weights`).
     """
     minimize = require_scipy_minimize()
     weight_decay = checks.check_number(weight_decay, "weight_decay", low=0)
     max_iter = checks.check_number(max_iter, "max_iter", low=1, integer=True)
-    result = minimize(cost_and_gradient(net, X_dev, Y_dev, weight_decay),
+    result = minimize(cost_and_gradient(net, X_dev, Y_dev, weight_decay, weights),
                       flatten_params(net).astype(np.float64), jac=True, method="L-BFGS-B",
                       options={"maxiter": max_iter},
                       callback=None if callback is None else iteration_callback(callback))

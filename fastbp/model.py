@@ -26,7 +26,9 @@ from .guard import UseGuard, exclusive
 from .layers import Dense, Maxout, PReLU
 from .losses import make_loss
 from .memory import check_fits
-from .preprocess import check_preprocess, make_preprocessor
+from .preprocess import check_preprocess, choose_auto, make_preprocessor
+from .sparse import is_row_source
+from .weights import weighted_standardizer
 
 #: rows per chunk when predicting, to bound device memory
 PREDICT_CHUNK = 8192
@@ -42,8 +44,12 @@ class MLP:
     pieces per unit) are layers with parameters of their own. ``output`` and ``loss`` must be a
     valid pair (see :mod:`fastbp.losses`). ``preprocess="standardize" | "pca" | "zca"`` fits a
     feature standardiser or whitener (:mod:`fastbp.preprocess`) on the training data at the
-    first :meth:`fit` and applies it to every later input (it is saved too);
-    ``standardize=True`` is an alias of ``preprocess="standardize"``.
+    first :meth:`fit` and applies it to every later input (it is saved too); the default
+    ``"auto"`` standardises badly scaled features only (:func:`fastbp.preprocess.choose_auto`),
+    ``preprocess=None`` trains on the raw features;
+    ``standardize=True`` is an alias of ``preprocess="standardize"``. ``classes`` names the
+    classes of the outputs (one per output, or two for a single sigmoid output), saved with the
+    model for the command line's predictions.
 
     Every name is checked at construction, used or not. A model serves one thread at a time:
     a call from a second thread while one runs is a RuntimeError (:mod:`fastbp.guard`).
@@ -51,10 +57,11 @@ class MLP:
 
     def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
                  init="he", init_scale=None, backend="auto", dtype="float32", seed=None,
-                 leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess=None,
-                 maxout_pieces=2, prelu_init=0.25):
+                 leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess="auto",
+                 maxout_pieces=2, prelu_init=0.25, classes=None):
         self.sizes = check_sizes(sizes)
-        preprocess = check_preprocess(preprocess, standardize)
+        preprocess = check_preprocess(None if standardize and preprocess == "auto"
+                                      else preprocess, standardize)
         self.config = dict(
             sizes=self.sizes, activation=activation, output=output, loss=loss, init=init,
             init_scale=init_scale, dtype=host.dtype_name(dtype), seed=seed,
@@ -63,7 +70,7 @@ class MLP:
             maxout_pieces=checks.check_number(maxout_pieces, "maxout_pieces", low=2,
                                               integer=True),
             prelu_init=checks.check_number(prelu_init, "prelu_init"),
-            preprocess=preprocess)
+            preprocess=preprocess, classes=check_classes(classes, self.sizes[-1]))
         self.hidden = self._hidden_activations(activation)
         self.output = make_activation(output, where="output", leaky_slope=leaky_slope,
                                       elu_alpha=elu_alpha)
@@ -75,6 +82,10 @@ class MLP:
         self.rng = initialisers.make_rng(seed)
         self.preprocessor = None
         self._guard = UseGuard()
+        #: the optimizer and counts a continued fit picks up (:class:`fastbp.train.TrainingState`)
+        self.training_state = None
+        #: whether preprocess="auto" has chosen (at the first fit, or in the file it came from)
+        self.auto_decided = False
         self._build(scale)
 
     # -- construction ----------------------------------------------------------------------
@@ -85,7 +96,8 @@ class MLP:
         if names is None:
             raise TypeError(f"activation must be a name or a list of names, got "
                             f"{type(activation).__name__}")
-        for name in names or [activation]:  # checked even where no hidden layer uses it
+        unused = [activation] if isinstance(activation, str) else []
+        for name in names or unused:  # a name is checked even where no hidden layer uses it
             make_hidden(name, leaky_slope=self.config["leaky_slope"],
                         elu_alpha=self.config["elu_alpha"])
         if len(names) != n_hidden:
@@ -207,13 +219,21 @@ class MLP:
             a = layer.forward(a, training, rng or self.rng)
         return a
 
-    def backward_device(self, Y, scale, weight_decay, loss_acc):
+    def backward_device(self, Y, scale, weight_decay, loss_acc, weights=None):
         """After :meth:`forward_device`: ``delta_L``, then every ``dW``, ``db`` into the flat
-        gradient vector; ``loss_acc[0] += sum_i L_i``. ``scale`` is ``1/N`` of the mean."""
+        gradient vector; ``loss_acc[0] += sum_i L_i``. ``scale`` is ``1/N`` of the mean.
+
+        ``weights=(w, total)``: an ``(N, 1)`` device column of per-sample weights and a
+        1-element buffer; ``delta_L,i = w_i dL_i/dz / sum_j w_j`` (``scale`` is then ignored),
+        the delta of the weighted mean ``sum_i w_i L_i / sum_j w_j``.
+        """
         top = self.layers[-1]
         act = top.activation
         delta = self.backend.output_delta_loss(top.z, top.a, Y, self.loss_fn.code, act.code,
-                                               act.alpha, scale, top.delta, loss_acc)
+                                               act.alpha, 1.0 if weights else scale,
+                                               top.delta, loss_acc)
+        if weights:
+            self.backend.weight_rows(delta, *weights)
         for l in range(len(self.layers) - 1, -1, -1):
             below = self.layers[l - 1] if l > 0 else None
             delta = self.layers[l].backward(delta, below, weight_decay)
@@ -241,12 +261,28 @@ class MLP:
     def standardizer(self, value):
         self.preprocessor = value
 
-    def fit_preprocessor(self, X):
+    def fit_preprocessor(self, X, weights=None):
         """Fit ``config["preprocess"]`` on the training features ``X`` (host), unless a
-        preprocessor is fitted already (by an earlier fit, a loaded file, or by hand)."""
-        if self.config["preprocess"] and self.preprocessor is None:
-            self.preprocessor = make_preprocessor(self.config["preprocess"]).fit(
-                self.backend.to_numpy(X))
+        preprocessor is fitted already (by an earlier fit, a loaded file, or by hand).
+
+        "auto" decides at the first fit of this object (:func:`fastbp.preprocess.choose_auto`;
+        a loaded model has decided); a standardiser takes the per-sample ``weights`` (N,) into
+        its mean and std, so that weights train like repeated rows. Features on the device are
+        fitted on a host copy.
+        """
+        name, decided = self.config["preprocess"], self.auto_decided
+        self.auto_decided = True
+        if self.preprocessor is not None or name is None or (name == "auto" and decided):
+            return
+        X = X if is_row_source(X) else self.backend.to_numpy(X)
+        name = choose_auto(X) if name == "auto" else name
+        if name == "standardize":
+            self.preprocessor = weighted_standardizer(X, weights)
+        elif name is not None:
+            if is_row_source(X):
+                raise ValueError(f"preprocess={name!r} needs dense features; sparse input "
+                                 f"takes 'standardize', 'auto' or None")
+            self.preprocessor = make_preprocessor(name).fit(X)
 
     def prepare(self, X, name="X"):
         """Validated, preprocessed features: on the backend's device if ``X`` is there
@@ -367,6 +403,16 @@ class MLP:
         return fit(self, X, y, **options)
 
     @exclusive
+    def partial_fit(self, X, y, sample_weight=None, **options):
+        """One more epoch on ``(X, y)`` (a minibatch stream, say) that continues the previous
+        fit's optimizer state, learning rate and epoch count (``continue_training=True``,
+        ``epochs=1`` and ``verbose=0`` unless given); see :func:`fastbp.train.fit`."""
+        from .train import fit
+
+        options = {"epochs": 1, "verbose": 0, **options, "continue_training": True}
+        return fit(self, X, y, sample_weight=sample_weight, **options)
+
+    @exclusive
     def save(self, path):
         """Write the model (weights, config, preprocessor) to ``path`` atomically: an .npz, or
         a safetensors file when ``path`` ends in ``.safetensors``."""
@@ -463,6 +509,18 @@ def check_sizes(sizes):
         raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
     return [checks.check_number(s, f"sizes[{i}]", low=1, integer=True)
             for i, s in enumerate(sizes)]
+
+
+def check_classes(classes, n_outputs):
+    """None, or a list of distinct class names (str or int) for the outputs."""
+    if classes is None:
+        return None
+    names = [c.item() if hasattr(c, "item") else c for c in classes]
+    if any(not isinstance(c, (str, int)) for c in names) or len(set(names)) != len(names):
+        raise ValueError(f"classes must be distinct names (str or int), got {names!r}")
+    if len(names) not in (n_outputs, 2 if n_outputs == 1 else n_outputs):
+        raise ValueError(f"classes must name the {n_outputs} outputs, got {len(names)} names")
+    return names
 
 
 def check_seed(seed):

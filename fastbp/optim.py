@@ -4,13 +4,15 @@ State (velocity, Adam moments) lives on the backend's device, flat like ``theta`
 
 - sgd: ``theta -= lr * g``
 - momentum: ``v = mu v - lr g; theta += v``
+- nesterov: ``v = mu v - lr g; theta += mu v - lr g`` (Nesterov's accelerated gradient in the
+  form scikit-learn uses: the step looks ahead along the new velocity)
 - adam: ``m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
   theta -= lr * m_hat / (sqrt(v_hat) + eps)``, ``m_hat = m / (1-b1^t)``, ``v_hat = v / (1-b2^t)``
 """
 
 from __future__ import annotations
 
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 
 
 class SGD:
@@ -64,6 +66,17 @@ class Momentum(SGD):
         self.backend.momentum_update(params, grads, self.velocity, self.lr, self.momentum)
 
 
+class Nesterov(Momentum):
+    """Nesterov momentum from the existing kernels, no new pass: after the heavy-ball step
+    ``theta += v`` (``v = mu v - lr g``), ``theta -= lr g`` and ``theta -= (1 - mu) v`` give
+    ``theta += mu v - lr g``."""
+
+    def apply(self, params, grads):
+        super().apply(params, grads)
+        self.backend.sgd_update(params, grads, self.lr)
+        self.backend.sgd_update(params, self.velocity, 1.0 - self.momentum)
+
+
 class Adam(SGD):
     """Adam with bias-corrected moments."""
 
@@ -85,12 +98,15 @@ class Adam(SGD):
                                  self.beta2, self.eps, self.t)
 
 
-def make_optimizer(name, backend, n_params, dtype, lr, momentum):
-    """The optimizer ``name`` ('sgd', 'momentum' or 'adam') with its state on ``backend``."""
+def make_optimizer(name, backend, n_params, dtype, lr, momentum, beta1=0.9, beta2=0.999,
+                   epsilon=1e-8):
+    """The optimizer ``name`` (one of :data:`OPTIMIZERS`) with its state on ``backend``."""
     if name == "sgd":
         return SGD(backend, n_params, dtype, lr)
     if name == "momentum":
         return Momentum(backend, n_params, dtype, lr, momentum)
+    if name == "nesterov":
+        return Nesterov(backend, n_params, dtype, lr, momentum)
     if name == "adam":
-        return Adam(backend, n_params, dtype, lr)
+        return Adam(backend, n_params, dtype, lr, beta1, beta2, epsilon)
     raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {name!r}")

@@ -12,10 +12,33 @@ import numpy as np
 from . import checks
 from .arrays import namespace
 from .data import Standardizer
+from .sparse import is_row_source
 
-#: the names ``MLP(preprocess=...)`` takes
-PREPROCESSORS = ("standardize", "pca", "zca")
+#: the names ``MLP(preprocess=...)`` takes ("auto": see :func:`choose_auto`)
+PREPROCESSORS = ("standardize", "pca", "zca", "auto")
 WHITENING = ("pca", "zca")
+#: ``preprocess="auto"`` standardises when feature spreads differ by more than this factor, or
+#: a feature's mean or std exceeds it in magnitude
+AUTO_LIMIT = 10.0
+
+
+def choose_auto(X):
+    """What ``preprocess="auto"`` does with training features ``X``: "standardize" when they
+    are badly scaled -- the largest non-zero feature std over the smallest exceeds
+    :data:`AUTO_LIMIT`, or some feature's ``|mean|`` or std does -- else None: features already
+    on a common unit scale are left as they are (as scikit-learn's MLP sees them; on iris
+    that generalises better than standardising)."""
+    if is_row_source(X):
+        mean, std = X.column_moments()
+    else:
+        X = np.asarray(X, dtype=np.float64)
+        mean, std = X.mean(axis=0), X.std(axis=0)
+    spread = std[std > 0]
+    if not len(spread):
+        return None
+    badly_scaled = (spread.max() / spread.min() > AUTO_LIMIT or spread.max() > AUTO_LIMIT
+                    or np.abs(mean).max() > AUTO_LIMIT)
+    return "standardize" if badly_scaled else None
 
 
 class Whitener:

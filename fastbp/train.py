@@ -16,11 +16,16 @@ from tqdm.auto import tqdm
 
 from . import checks, host, preprocess
 from . import checkpoint as checkpoints
+from .callbacks import EarlyStopping, as_callback
 from .checkpoint import Position, deferred_signals
 from .checkpoint import save as checkpoint_save
 from .files import check_writable
 from .distributed import make_communicator, rank_slice
+from .metrics import make_metrics
 from .optim import OPTIMIZERS, make_optimizer
+from .schedules import make_schedule
+from .sparse import is_row_source, take
+from .weights import check_class_weight, check_sample_weight, row_weights, weighted_loss_sum
 
 #: a training set that would take more than this share of the device's free memory stays on
 #: the host and is streamed to the device batch by batch
@@ -38,6 +43,8 @@ class History:
     val_loss: list = field(default_factory=list)
     val_score: list = field(default_factory=list)  # accuracy, or R^2 for regression
     seconds: list = field(default_factory=list)
+    lr: list = field(default_factory=list)  # the learning rate each epoch ran with
+    metrics: dict = field(default_factory=dict)  # "val_<metric>" -> one value per epoch
     best_epoch: int | None = None
     stopped_early: bool = False
 
@@ -77,19 +84,25 @@ class FitOptions:
     verbose: int
     callbacks: list
     precision: str
+    class_weight: object = None
+    lr_schedule: object = "constant"
+    metrics: list = field(default_factory=list)
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
+    continue_training: bool = False
 
 
-def check_options(epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.9,
+def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum=0.9,
                   weight_decay=0.0, dropout=0.0, input_noise=0.0, validation_data=None,
                   validation_split=0.0,
                   early_stopping=None, shuffle=True, verbose=1, callbacks=None,
-                  precision="highest") -> FitOptions:
+                  precision="highest", class_weight=None, lr_schedule="constant", metrics=None,
+                  beta1=0.9, beta2=0.999, epsilon=1e-8, continue_training=False) -> FitOptions:
     """Validate every option of :func:`fit` (``validation_data`` is checked with the data)."""
     number = checks.check_number
-    callbacks = list(callbacks or [])
-    for cb in callbacks:
-        if not callable(cb):
-            raise TypeError(f"callbacks must be callables f(epoch, logs), got {cb!r}")
+    callbacks = [as_callback(cb) for cb in (callbacks or [])]
+    make_schedule(lr_schedule)
     options = FitOptions(
         epochs=number(epochs, "epochs", low=1, integer=True),
         batch_size=number(batch_size, "batch_size", low=1, integer=True, allow_none=True),
@@ -106,7 +119,14 @@ def check_options(epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0
         shuffle=bool(shuffle),
         verbose=number(verbose, "verbose", low=0, high=2, integer=True),
         callbacks=callbacks,
-        precision=checks.check_choice(precision, "precision", PRECISIONS))
+        precision=checks.check_choice(precision, "precision", PRECISIONS),
+        class_weight=check_class_weight(class_weight),
+        lr_schedule=lr_schedule,
+        metrics=metric_specs(metrics),
+        beta1=number(beta1, "beta1", low=0, high=1, high_open=True),
+        beta2=number(beta2, "beta2", low=0, high=1, high_open=True),
+        epsilon=number(epsilon, "epsilon", low=0, low_open=True),
+        continue_training=bool(continue_training))
     if validation_data is not None and options.validation_split:
         raise ValueError("give validation_data or validation_split, not both")
     has_validation = validation_data is not None or options.validation_split > 0
@@ -115,12 +135,21 @@ def check_options(epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0
     return options
 
 
+def metric_specs(metrics) -> list:
+    """``metrics=`` as a validated list of names and callables."""
+    specs = [] if metrics is None else [metrics] if isinstance(metrics, str) or callable(
+        metrics) else list(metrics)
+    make_metrics(specs)
+    return specs
+
+
 def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distributed=None,
-        **options) -> History:
+        sample_weight=None, **options) -> History:
     """Train ``net`` on ``(X, y)``; returns the :class:`History`.
 
-    Options (all validated before the model is touched): ``epochs=10``, ``batch_size=32``
-    (``None`` for full batch), ``lr=0.01``, ``optimizer='sgd'|'momentum'|'adam'|'lbfgs'``
+    Options (all validated before the model is touched): ``epochs=50``, ``batch_size=32``
+    (``None`` for full batch), ``lr=0.001``,
+    ``optimizer='adam'|'sgd'|'momentum'|'nesterov'|'lbfgs'`` (default adam)
     (L-BFGS: full batch, ``epochs`` iterations, SciPy's driver; see :mod:`fastbp.lbfgs`),
     ``momentum=0.9``, ``weight_decay=0.0`` (L2, biases excluded), ``dropout=0.0`` (inverted
     dropout on hidden units), ``input_noise=0.0`` (std of Gaussian noise added to each
@@ -130,6 +159,23 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     1 progress bar and a line per epoch, 2 lines only), ``callbacks`` (``f(epoch, logs)``;
     returning True stops training), ``precision='highest'|'tf32'`` (TF32 tensor-core GEMMs
     for float32 on the cupy backend; float32 stays exact by default).
+
+    scikit-learn's and Keras' training features: ``sample_weight`` (one weight per row of
+    ``X``) and ``class_weight='balanced'|{class: weight}`` weight the loss
+    (:mod:`fastbp.weights`); ``optimizer='nesterov'``; ``beta1``, ``beta2``, ``epsilon`` of
+    Adam; ``lr_schedule='constant'|'invscaling'|'adaptive'|'step'|'cosine'|'plateau'``, a
+    :class:`~fastbp.schedules.Schedule` or ``f(epoch) -> lr`` (:mod:`fastbp.schedules`);
+    ``callbacks`` may be :class:`~fastbp.callbacks.Callback` objects, which see the run and
+    can change its learning rate, such as :class:`~fastbp.callbacks.EarlyStopping` with
+    ``monitor``, ``min_delta`` and ``restore_best``; ``metrics=['accuracy', 'f1', 'roc_auc',
+    'top_5_accuracy', 'r2', f]`` adds ``val_<name>`` to the logs and ``History.metrics``.
+
+    What a second fit continues: the weights and the fitted preprocessor, always. It starts a
+    new optimizer (moments, velocity and Adam's step count at zero), a new schedule at ``lr``
+    and a new History, with epochs counted from 1. ``continue_training=True`` (what
+    :meth:`~fastbp.MLP.partial_fit` passes) continues the optimizer state, the learning rate
+    and the epoch and sample counts of the previous fit instead, when its optimizer and
+    hyper-parameters match.
 
     ``checkpoint="run.ckpt"`` writes a checkpoint atomically after every epoch and, on Ctrl-C
     or SIGTERM, after the step in flight; ``resume=True`` continues from it (a missing file
@@ -149,30 +195,44 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     if comm is not None:
         start_identically(net, comm)
         opts.verbose = opts.verbose if comm.rank == 0 else 0
+    if distributed is not None and (sample_weight is not None or opts.class_weight):
+        raise ValueError("sample_weight and class_weight do not combine with distributed "
+                         "training yet")
     with checkpoints.exclusive(checkpoint, checkpoint is not None
                                and (comm is None or comm.rank == 0)):
-        return fit_checked(net, opts, X, y, validation_data, checkpoint, resume, comm)
+        return fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, resume,
+                           comm)
 
 
-def fit_checked(net, opts, X, y, validation_data, checkpoint, resume, comm) -> History:
+def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, resume,
+                comm) -> History:
     """:func:`fit` after its options are checked: the data checked, the checkpoint read and
-    validated (before anything changes), the split, the preprocessor, the trainer."""
+    validated (before anything changes), the split, the weights, the preprocessor, the
+    trainer."""
     X, Y = check_data(net, X, y)
+    if sample_weight is not None:
+        sample_weight = check_sample_weight(sample_weight, X.shape[0])
     validation = check_validation_data(net, validation_data)
     run_id = (None if checkpoint is None
-              else checkpoints.fingerprint(opts, X, Y, validation, net.backend.to_numpy))
+              else checkpoints.fingerprint(opts, X, Y, validation, host_data(net.backend),
+                                           sample_weight))
     saved = (checkpoints.read(checkpoint, net, opts, run_id, X.shape[0], resume)
              if resume else None)
-    X, Y, val, split_order = split_data(net, X, Y, validation, opts.validation_split,
-                                        saved and saved.split_order)
-    net.fit_preprocessor(X)
+    X, Y, sample_weight, val, split_order = split_data(
+        net, X, Y, sample_weight, validation, opts.validation_split,
+        saved and saved.split_order)
+    weights = row_weights(sample_weight, opts.class_weight, Y, net.task)
+    net.fit_preprocessor(X, None if weights is None else weights[:, 0])
     if net.preprocessor is not None:
-        X = preprocess.transform(net.preprocessor, X)
-        val = val and (preprocess.transform(net.preprocessor, val[0]), val[1])
+        X, val = preprocessed(net.preprocessor, X), val and (
+            preprocessed(net.preprocessor, val[0]), val[1])
+    if opts.optimizer == "lbfgs" and is_row_source(X):
+        raise ValueError("optimizer='lbfgs' is full-batch and needs dense X; sparse input "
+                         "trains with the minibatch optimizers")
     if opts.optimizer == "lbfgs":
-        return LbfgsTrainer(net, opts, X, Y, val).run()
+        return LbfgsTrainer(net, opts, X, Y, val, weights).run()
     trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
-               else Trainer(net, opts, X, Y, val))
+               else Trainer(net, opts, X, Y, val, weights))
     trainer.fingerprint, trainer.split_order = run_id, split_order
     return trainer.run(checkpoint, saved)
 
@@ -209,8 +269,9 @@ def start_identically(net, comm):
 
 def check_data(net, X, y):
     """Validated ``X`` and ``Y`` (target matrix), on the host or, where the caller's arrays
-    already are, on the backend's device."""
-    X = checks.check_features(X, net.sizes[0], "X", net.backend, net.dtype)
+    already are, on the backend's device; a sparse row source stays one."""
+    X = (check_row_source(X, net.sizes[0], "X") if is_row_source(X)
+         else checks.check_features(X, net.sizes[0], "X", net.backend, net.dtype))
     return X, net.targets(y, X.shape[0], "y")
 
 
@@ -225,32 +286,74 @@ def check_validation_data(net, validation_data):
     return X_val, net.targets(validation_data[1], X_val.shape[0], "y_val")
 
 
-def split_data(net, X, Y, validation, validation_split, order=None):
-    """``(X_train, Y_train, (X_val, Y_val) or None, split order or None)``: ``validation``
-    if given, else a random ``validation_split`` held out by the permutation ``order`` (drawn
-    from the model's generator unless a resumed checkpoint gives it)."""
+def check_row_source(X, n_features, name):
+    """A row source (sparse input) with ``n_features`` columns and a sample."""
+    if X.shape[1] != n_features or X.shape[0] == 0:
+        raise ValueError(f"{name} must have {n_features} features (columns) and a sample, "
+                         f"got shape {X.shape}")
+    return X
+
+
+def host_data(backend):
+    """A function giving the host bytes of training data to fingerprint: a row source's
+    sparse arrays, or a (device) array's host copy."""
+    return lambda X: X.raw_bytes() if is_row_source(X) else backend.to_numpy(X)
+
+
+def preprocessed(preprocessor, X):
+    """``X`` through the fitted preprocessor: now (on X's device), or batch by batch for a
+    row source."""
+    return (X.transformed(preprocessor) if is_row_source(X)
+            else preprocess.transform(preprocessor, X))
+
+
+def split_data(net, X, Y, sample_weight, validation, validation_split, order=None):
+    """``(X_train, Y_train, their sample_weight or None, (X_val, Y_val) or None, split order
+    or None)``: ``validation`` if given, else a random ``validation_split`` held out by the
+    permutation ``order`` (drawn from the model's generator unless a resumed checkpoint gives
+    it)."""
     if validation is not None or not validation_split:
-        return X, Y, validation, None
+        return X, Y, sample_weight, validation, None
     n_val = int(round(validation_split * X.shape[0]))
     if n_val < 1 or n_val >= X.shape[0]:
         raise ValueError(f"validation_split={validation_split} leaves {n_val} validation and "
                          f"{X.shape[0] - n_val} training samples of {X.shape[0]}; both need one")
     order = net.rng.permutation(X.shape[0]) if order is None else order
     val_idx, train_idx = order[:n_val], order[n_val:]
-    return X[train_idx], Y[train_idx], (X[val_idx], Y[val_idx]), order
+    kept_weights = None if sample_weight is None else sample_weight[train_idx]
+    return (take(X, train_idx), Y[train_idx], kept_weights, (take(X, val_idx), Y[val_idx]),
+            order)
+
+
+@dataclass
+class TrainingState:
+    """What a continued fit (``continue_training=True``, :meth:`MLP.partial_fit`) picks up:
+    the optimizer with its device state and learning rate, and how far training has come."""
+
+    key: tuple
+    optimizer: object
+    epochs_done: int = 0
+    samples_seen: int = 0
 
 
 class Trainer:
-    """One call of :func:`fit`: device data, buffers, optimizer and the epoch loop."""
+    """One call of :func:`fit`: device data, buffers, optimizer and the epoch loop; also the
+    ``run`` that callbacks see (``net``, ``history``, ``lr``, ``keep_best``, ...)."""
 
-    def __init__(self, net, opts: FitOptions, X, Y, val):
+    def __init__(self, net, opts: FitOptions, X, Y, val, weights=None):
         self.net, self.opts = net, opts
         self.backend = be = net.backend
         self.n = X.shape[0]
         self.batch_size = min(opts.batch_size or self.n, self.n)
         self.X, self.Y = self.place_data(X, Y)
         self.val = val
-        self.optimizer = self.make_optimizer()
+        self.weights = weights
+        self.weight_column = None if weights is None else self.place_weights(weights)
+        self.weight_total = be.zeros((1,), net.dtype)
+        self.weighted_sum = 0.0
+        self.initial_lr = opts.lr
+        self.state = self.continued_state()
+        self.optimizer = self.state.optimizer
         self.loss_acc = be.zeros((1,), net.dtype)
         self.last_good = be.empty((net.n_params,), net.dtype)
         self.best = None
@@ -265,7 +368,66 @@ class Trainer:
     def make_optimizer(self):
         net, opts = self.net, self.opts
         return make_optimizer(opts.optimizer, self.backend, net.n_params, net.dtype, opts.lr,
-                              opts.momentum)
+                              opts.momentum, opts.beta1, opts.beta2, opts.epsilon)
+
+    def state_key(self) -> tuple:
+        """What must match for a fit to continue the previous one's optimizer."""
+        net, opts = self.net, self.opts
+        return (opts.optimizer, opts.momentum, opts.beta1, opts.beta2, opts.epsilon, opts.lr,
+                net.n_params, net.dtype, net.backend.name)
+
+    def continued_state(self) -> TrainingState:
+        """The previous fit's state when continuing it, else a fresh optimizer at epoch 0."""
+        previous = getattr(self.net, "training_state", None)
+        if self.opts.continue_training and previous is not None \
+                and previous.key == self.state_key():
+            return previous
+        return TrainingState(self.state_key(), self.make_optimizer())
+
+    # -- what callbacks see and steer ------------------------------------------------------
+    @property
+    def lr(self) -> float:
+        """The learning rate of the coming steps; assigning it changes them."""
+        return self.optimizer.lr if self.optimizer is not None else self.initial_lr
+
+    @lr.setter
+    def lr(self, value):
+        value = checks.check_number(value, "lr", low=0, low_open=True)
+        if self.optimizer is None or value == self.optimizer.lr:
+            return
+        self.optimizer.lr = value
+        if self.backend.captures_steps:
+            self.runners.clear()  # captured steps hold the old rate: capture them again
+
+    @property
+    def epochs_done(self) -> int:
+        """Epochs finished, over this fit and the fits it continues."""
+        return self.state.epochs_done
+
+    @property
+    def samples_seen(self) -> int:
+        """Training samples stepped on, over this fit and the fits it continues."""
+        return self.state.samples_seen
+
+    def keep_best(self, epoch):
+        """Remember the current weights as the best; they are put back when training ends."""
+        if self.best is None:
+            self.best = self.backend.empty((self.net.n_params,), self.net.dtype)
+        self.backend.copy(self.net.params, self.best)
+        self.history.best_epoch = epoch - self.epoch_offset
+
+    def make_callbacks(self) -> list:
+        """The user's callbacks, the learning-rate schedule, then ``early_stopping``."""
+        opts = self.opts
+        callbacks = list(opts.callbacks) + [make_schedule(opts.lr_schedule)]
+        if opts.early_stopping:
+            callbacks.append(EarlyStopping("val_loss", patience=opts.early_stopping))
+        return callbacks
+
+    def place_weights(self, weights):
+        """The ``(N, 1)`` weight column where the batches are gathered from."""
+        dtype = self.net.dtype
+        return weights.astype(dtype) if self.streamed else self.backend.asarray(weights, dtype)
 
     def place_data(self, X, Y):
         """The training set on the device, where every batch is gathered from -- unless it
@@ -273,7 +435,8 @@ class Trainer:
         the host and each batch is gathered there and copied over (:meth:`batch`)."""
         free = self.backend.device_memory_free()
         itemsize = 4 if self.net.dtype == "float32" else 8
-        self.streamed = free is not None and (X.size + Y.size) * itemsize > DEVICE_SHARE * free
+        self.streamed = is_row_source(X) or (
+            free is not None and (X.size + Y.size) * itemsize > DEVICE_SHARE * free)
         if self.streamed:
             return X, Y
         return self.backend.asarray(X, self.net.dtype), self.backend.asarray(Y, self.net.dtype)
@@ -286,6 +449,11 @@ class Trainer:
         """Train from the start, or from ``saved`` (a validated checkpoint, committed here)."""
         opts, net = self.opts, self.net
         position = checkpoints.restore(saved, self) if saved is not None else Position(0)
+        self.epoch_offset = self.state.epochs_done  # epochs of the fits this one continues
+        self.state.epochs_done += position.epoch
+        self.callbacks = self.make_callbacks()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
         net.set_dropout(opts.dropout)
         precision = self.backend.precision
         self.backend.set_precision(opts.precision)
@@ -302,6 +470,7 @@ class Trainer:
             self.backend.set_precision(precision)
         if self.best is not None:
             self.backend.copy(self.best, net.params)
+        net.training_state = self.state
         return self.history
 
     def epochs(self, position, bar, stop, checkpoint):
@@ -312,7 +481,8 @@ class Trainer:
             position = Position(epoch)
             if opts.verbose:
                 bar.write(format_logs(epoch, opts.epochs, logs, self.net.task))
-            done = self.should_stop(epoch, logs)
+            self.state.epochs_done += 1
+            done = self.should_stop(epoch + self.epoch_offset, logs)
             kept = done or epoch == opts.epochs or checkpoint is not None  # returned or saved
             if kept and "val_loss" not in logs:  # the validation loss has seen the update
                 self.check_finite(epoch, "loss after the last update",
@@ -338,9 +508,11 @@ class Trainer:
         else:
             order = net.rng.permutation(self.n) if opts.shuffle else None
         device_order = self.index(order)
+        self.host_order = order
         for lo in range(position.next_row, self.n, self.batch_size):
             hi = min(lo + self.batch_size, self.n)
             self.step(device_order, lo, hi)
+            self.state.samples_seen += hi - lo
             bar.update(1)
             if checkpoint is not None and self.stop_requested(stop):
                 position = Position(epoch - 1, hi, order, self.loss_so_far())
@@ -349,7 +521,7 @@ class Trainer:
                 stop.raise_it()
         train_loss = self.epoch_loss()
         self.check_finite(epoch, "loss", train_loss)
-        logs = {"loss": train_loss, **self.validate()}
+        logs = {"loss": train_loss, **self.validate(), "lr": self.lr}
         if "val_loss" in logs:
             self.check_finite(epoch, "validation loss (after the last update)", logs["val_loss"])
         logs["seconds"] = time.perf_counter() - start
@@ -364,7 +536,7 @@ class Trainer:
             raise FloatingPointError(
                 f"training diverged in epoch {epoch}: the {what} became {value}; the weights "
                 f"of the last finite epoch were restored. Try a smaller lr (now "
-                f"{self.opts.lr}).")
+                f"{self.lr}).")
 
     def loss_after_last_update(self) -> float:
         """``sum_i L_i`` over the last batch at the weights its update produced: the one update
@@ -386,19 +558,36 @@ class Trainer:
         return stop.signum is not None
 
     def loss_so_far(self) -> float:
-        """The loss summed over this epoch's rows so far (a device read)."""
+        """The loss summed over this epoch's rows so far (a device read); with weights,
+        ``sum_i w_i L_i``."""
+        if self.weights is not None:
+            return self.weighted_sum
         return self.backend.scalar(self.loss_acc)
 
     def set_loss_so_far(self, value):
         """Start the epoch's loss sum at ``value`` (0, or a mid-epoch checkpoint's sum)."""
+        self.weighted_sum = value
         self.backend.copy(self.backend.asarray([value], self.net.dtype), self.loss_acc)
 
     def step(self, order, lo, hi):
         """One minibatch: gather it, then forward, backward, update through the step runner
         (on a GPU, a CUDA graph replayed for every batch of this size)."""
-        self.current = self.noisy(*self.batch(order, lo, hi))
+        *self.current, self.current_weights = self.batch(order, lo, hi)
+        self.current = self.noisy(*self.current)
         self.optimizer.advance()
         self.runner(hi - lo)()
+        if self.weights is not None:
+            self.tally_weighted_loss(lo, hi)
+
+    def tally_weighted_loss(self, lo, hi):
+        """``sum_i w_i L_i`` of the batch just stepped on, on the host: the kernels sum the
+        losses unweighted, so the per-sample losses come from the reference kernels (a copy
+        of the output layer's ``z``, ``a`` per batch; CPU backends share the memory)."""
+        be, top = self.backend, self.net.layers[-1]
+        rows = slice(lo, hi) if self.host_order is None else self.host_order[lo:hi]
+        self.weighted_sum += weighted_loss_sum(
+            be.to_numpy(top.z), be.to_numpy(top.a), be.to_numpy(self.current[1]),
+            self.weights[rows], self.net.loss_fn.code)
 
     def noisy(self, Xb, Yb):
         """The batch with ``input_noise`` Gaussian noise added to its inputs (into a buffer of
@@ -419,41 +608,50 @@ class Trainer:
 
             def compute():
                 Xb, Yb = self.current
+                weights = self.current_weights
                 net.forward_device(Xb, training=True)
-                net.backward_device(Yb, 1.0 / n, opts.weight_decay, self.loss_acc)
+                net.backward_device(Yb, 1.0 / n, opts.weight_decay, self.loss_acc,
+                                    None if weights is None else (weights, self.weight_total))
                 self.optimizer.apply(net.params, net.grads)
 
             self.runners[n] = self.backend.step_runner(compute, self.clock)
         return self.runners[n]
 
     def epoch_loss(self) -> float:
-        """``mean_i L_i`` over the epoch plus the weight-decay penalty (one device read)."""
-        return self.loss_so_far() / self.n + self.net.penalty(self.opts.weight_decay)
+        """``mean_i L_i`` over the epoch plus the weight-decay penalty (one device read);
+        with weights ``sum_i w_i L_i / sum_i w_i``."""
+        total = self.n if self.weights is None else float(self.weights.sum())
+        return self.loss_so_far() / total + self.net.penalty(self.opts.weight_decay)
 
     def batch(self, order, lo, hi):
-        """Rows ``lo:hi`` of the (shuffled) training set on the device: views when the order
-        is kept, unless the backend replays captured steps, which need fixed buffers."""
+        """Rows ``lo:hi`` of the (shuffled) training set on the device, ``(Xb, Yb, wb)`` with
+        ``wb`` None when unweighted: views when the order is kept, unless the backend replays
+        captured steps, which need fixed buffers."""
+        sources = [self.X, self.Y] + ([] if self.weights is None else [self.weight_column])
         if order is None and not self.backend.captures_steps and not self.streamed:
-            return self.X[lo:hi], self.Y[lo:hi]
-        Xb, Yb = self.batch_buffers(hi - lo)
+            gathered = [source[lo:hi] for source in sources]
+        else:
+            gathered = list(self.batch_buffers(hi - lo))
+            for source, out in zip(sources, gathered):
+                self.gather(source, order, lo, hi, out)
+        return (*gathered[:2], gathered[2] if len(gathered) > 2 else None)
+
+    def gather(self, source, order, lo, hi, out):
+        """``out = source[order[lo:hi]]`` (or rows ``lo:hi``) into a fixed device buffer."""
         if self.streamed:  # gather on the host, one copy to the device
             rows = slice(lo, hi) if order is None else order[lo:hi]
-            self.backend.upload_rows(self.X, rows, Xb)
-            self.backend.upload_rows(self.Y, rows, Yb)
+            self.backend.upload_rows(source, rows, out)
         elif order is None:
-            self.backend.copy(self.X[lo:hi], Xb)
-            self.backend.copy(self.Y[lo:hi], Yb)
+            self.backend.copy(source[lo:hi], out)
         else:
-            self.backend.take_rows(self.X, order[lo:hi], Xb)
-            self.backend.take_rows(self.Y, order[lo:hi], Yb)
-        return Xb, Yb
+            self.backend.take_rows(source, order[lo:hi], out)
 
     def batch_buffers(self, n):
-        """The fixed device buffers of a batch of ``n`` rows."""
+        """The fixed device buffers of a batch of ``n`` rows (inputs, targets, weights)."""
         if n not in self.batches:
             be, net = self.backend, self.net
-            self.batches[n] = (be.empty((n, self.X.shape[1]), net.dtype),
-                               be.empty((n, self.Y.shape[1]), net.dtype))
+            widths = [self.X.shape[1], self.Y.shape[1]] + [1] * (self.weights is not None)
+            self.batches[n] = tuple(be.empty((n, width), net.dtype) for width in widths)
         return self.batches[n]
 
     def validate(self) -> dict:
@@ -463,7 +661,11 @@ class Trainer:
         X_val, Y_val = self.val
         loss_sum, outputs = self.evaluate(X_val, Y_val)
         val_loss = loss_sum / X_val.shape[0] + self.net.penalty(self.opts.weight_decay)
-        return {"val_loss": val_loss, "val_score": host.score(outputs, Y_val, self.net.task)}
+        task = self.net.task
+        logs = {"val_loss": val_loss, "val_score": host.score(outputs, Y_val, task)}
+        for name, metric in make_metrics(self.opts.metrics).items():
+            logs[f"val_{name}"] = metric(outputs, Y_val, task)
+        return logs
 
     def evaluate(self, X, Y):
         """``(sum_i L_i, outputs)`` of the network on host data."""
@@ -476,23 +678,15 @@ class Trainer:
         h.val_loss.append(logs.get("val_loss"))
         h.val_score.append(logs.get("val_score"))
         h.seconds.append(logs["seconds"])
+        h.lr.append(logs.get("lr"))
+        for name in make_metrics(self.opts.metrics):
+            h.metrics.setdefault(f"val_{name}", []).append(logs.get(f"val_{name}"))
 
     def should_stop(self, epoch, logs) -> bool:
-        """Early stopping on the validation loss (keeping the best weights), or a callback."""
-        stop = any(bool(cb(epoch, logs)) for cb in self.opts.callbacks)
-        patience = self.opts.early_stopping
-        if not patience:
-            return stop
-        h = self.history
-        if h.best_epoch is None or logs["val_loss"] < h.val_loss[h.best_epoch - 1]:
-            h.best_epoch = epoch
-            if self.best is None:
-                self.best = self.backend.empty((self.net.n_params,), self.net.dtype)
-            self.backend.copy(self.net.params, self.best)
-        elif epoch - h.best_epoch >= patience:
-            h.stopped_early = True
-            return True
-        return stop
+        """Every callback's ``on_epoch_end`` (schedules and early stopping among them); True
+        if any asks to stop."""
+        stops = [bool(cb.on_epoch_end(epoch, logs, self)) for cb in self.callbacks]
+        return any(stops)
 
 
 class LbfgsTrainer(Trainer):
@@ -506,8 +700,13 @@ class LbfgsTrainer(Trainer):
         from .lbfgs import lbfgs_minimize
 
         self.start = time.perf_counter()
+        self.epoch_offset = 0
+        self.callbacks = self.make_callbacks()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
         lbfgs_minimize(self.net, self.X, self.Y, self.opts.weight_decay,
-                       max_iter=self.opts.epochs, callback=self.iteration)
+                       max_iter=self.opts.epochs, callback=self.iteration,
+                       weights=self.weights)
         if self.best is not None:
             self.backend.copy(self.best, self.net.params)
         return self.history
@@ -552,7 +751,7 @@ class DistributedTrainer(Trainer):
         my_lo, my_hi = rank_slice(lo, hi, comm.rank, comm.size)
         self.current = None
         if my_hi > my_lo:
-            Xb, Yb = self.current = self.noisy(*self.batch(order, my_lo, my_hi))
+            Xb, Yb = self.current = self.noisy(*self.batch(order, my_lo, my_hi)[:2])
             net.forward_device(Xb, training=True, rng=self.mask_rng)
             decay = self.opts.weight_decay if comm.rank == comm.size - 1 else 0.0
             net.backward_device(Yb, 1.0 / (hi - lo), decay, self.loss_acc)

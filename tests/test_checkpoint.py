@@ -86,7 +86,7 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path):
         other.fit(X, y, epochs=2, verbose=0, checkpoint=ckpt, resume=True)
     with pytest.raises(ValueError, match="optimizer"):
         fastbp.MLP([3, 5, 2], backend="numpy").fit(X, y, epochs=2, verbose=0, checkpoint=ckpt,
-                                                   resume=True, optimizer="adam")
+                                                   resume=True, optimizer="sgd")
 
 
 def test_corrupt_checkpoint_and_bad_arguments(tmp_path):

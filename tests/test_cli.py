@@ -37,13 +37,14 @@ def test_predict_writes_one_prediction_per_row(tmp_path, capsys):
                comments="")
     preds = tmp_path / "preds.csv"
     assert main(["predict", str(model), str(csv), "--target", "label", "-o", str(preds)]) == 0
-    values = np.loadtxt(preds, dtype=int)
+    values = np.loadtxt(preds, dtype=int, skiprows=1)
     assert values.shape == (150,) and set(values) <= {0, 1, 2}
     assert (values == iris.target).mean() > 0.8
     assert "accuracy" in capsys.readouterr().err
     assert main(["predict", str(model), str(csv), "--target", "label", "--proba",
                  "-o", str(preds)]) == 0
-    np.testing.assert_allclose(np.loadtxt(preds, delimiter=",").sum(axis=1), 1, rtol=1e-4)
+    np.testing.assert_allclose(np.loadtxt(preds, delimiter=",", skiprows=1).sum(axis=1), 1,
+                               rtol=1e-4)
 
 
 def test_train_from_csv_and_npz(tmp_path, capsys):
@@ -118,3 +119,40 @@ def test_diagnose_prints_the_per_layer_table(capsys):
                  "--init", "normal", "--init-scale", "1.0"]) == 0
     out = capsys.readouterr().out
     assert "layer" in out and "std" in out and len(out.splitlines()) >= 5
+
+
+def test_string_labels_end_to_end(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(150, 3))
+    names = np.array(["cat", "dog", "emu"])[(X[:, 0] > 0.5).astype(int) + (X[:, 1] > 0.5)]
+    csv = tmp_path / "animals.csv"
+    with open(csv, "w") as f:
+        f.write("x1,x2,x3,animal\n")
+        for row, name in zip(X, names):
+            f.write(",".join(f"{v:.6f}" for v in row) + f",{name}\n")
+    model, preds = tmp_path / "m.npz", tmp_path / "p.csv"
+    assert main(["train", str(csv), "--target", "animal", "--epochs", "40", "--test-size",
+                 "0", "--save", str(model), "--quiet"]) == 0
+    assert main(["predict", str(model), str(csv), "--target", "animal", "-o", str(preds)]) == 0
+    lines = preds.read_text().splitlines()
+    assert lines[0] == "prediction" and len(lines) == 151
+    assert (np.array(lines[1:]) == names).mean() > 0.85
+    assert main(["predict", str(model), str(csv), "--target", "animal", "--proba",
+                 "-o", str(preds)]) == 0
+    assert preds.read_text().splitlines()[0] == "cat,dog,emu"
+    import fastbp
+
+    assert fastbp.load(model).config["classes"] == ["cat", "dog", "emu"]
+
+
+def test_labels_with_gaps_size_the_output_by_classes_and_task_overrides(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 2))
+    y = np.array([10, 20, 30])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0)]
+    csv = tmp_path / "gaps.csv"
+    np.savetxt(csv, np.c_[X, y], delimiter=",", header="a,b,y", comments="")
+    assert main(["train", str(csv), "--epochs", "2", "--hidden", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "MLP(2-4-3" in out and "task: classification (guessed" in out
+    assert main(["train", str(csv), "--epochs", "2", "--task", "regression"]) == 0
+    assert "test R^2" in capsys.readouterr().out

@@ -87,3 +87,14 @@ def test_weights_that_do_not_match_the_config(trained, tmp_path):
     np.savez(path, **arrays)
     with pytest.raises(ValueError, match="W_2"):
         fastbp.load(path)
+
+
+def test_a_loaded_model_keeps_the_choice_of_preprocess_auto(tmp_path):
+    X = np.random.default_rng(0).normal(size=(40, 3))  # well scaled: auto chooses no scaling
+    net = fastbp.MLP([3, 4, 2], backend="numpy", seed=0)
+    net.fit(X, (X[:, 0] > 0).astype(int), epochs=1, verbose=0)
+    assert net.preprocessor is None
+    net.save(tmp_path / "m.npz")
+    loaded = fastbp.load(tmp_path / "m.npz", backend="numpy")
+    loaded.fit(X * 1000, (X[:, 0] > 0).astype(int), epochs=1, verbose=0)  # badly scaled now
+    assert loaded.preprocessor is None

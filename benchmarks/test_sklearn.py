@@ -1,0 +1,113 @@
+"""fastbp's MLPClassifier against scikit-learn's and against MLP.fit, at equal epochs.
+
+Two data sets: digits (1797 x 64, 10 classes) and MNIST-shaped synthetic data (60000 x 784,
+10 classes); the network of both is two hidden ReLU layers of 512, Adam at scikit-learn's
+defaults (lr 1e-3, batch 200, alpha 1e-4), ``EPOCHS`` epochs with the stopping rule off
+(``tol=0``, ``n_iter_no_change`` past the end), shuffling on. Contenders:
+
+- ``sklearn``: ``sklearn.neural_network.MLPClassifier`` (float64, NumPy);
+- ``estimator``: ``fastbp.MLPClassifier`` with the same parameters (float32, backend auto);
+- ``fit``: ``fastbp.MLP([d, 512, 512, 10]).fit(...)`` with the same options -- the estimator
+  should cost no more than a few percent above it.
+
+``pytest benchmarks/test_sklearn.py --benchmark-only`` times each (the group is the data set;
+``extra_info["seconds_per_epoch"]``). ``python benchmarks/test_sklearn.py [ROUNDS [digits|mnist ...]]`` runs
+them interleaved, round-robin in a rotating order, and prints per-epoch seconds and the
+ratios side by side.
+"""
+
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+import fastbp
+
+HIDDEN = (512, 512)
+EPOCHS = {"digits": 3, "mnist": 1}
+ROUNDS = {"digits": 3, "mnist": 1}
+
+
+def dataset(name):
+    """``(X, y)``: digits, or MNIST-shaped Gaussian data with a learnable linear labelling."""
+    if name == "digits":
+        from sklearn.datasets import load_digits
+
+        return load_digits(return_X_y=True)
+    rng = np.random.default_rng(0)
+    X = rng.random((60000, 784), dtype=np.float32) * 255
+    y = (X @ rng.standard_normal((784, 10), dtype=np.float32)).argmax(axis=1)
+    return X, y
+
+
+def estimator_params(epochs):
+    return dict(hidden_layer_sizes=HIDDEN, max_iter=epochs, tol=0.0,
+                n_iter_no_change=epochs + 1, random_state=0)
+
+
+def run_sklearn(X, y, epochs):
+    from sklearn.neural_network import MLPClassifier
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MLPClassifier(**estimator_params(epochs)).fit(X, y)
+
+
+def run_estimator(X, y, epochs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fastbp.MLPClassifier(**estimator_params(epochs)).fit(X, y)
+
+
+def run_fit(X, y, epochs):
+    net = fastbp.MLP([X.shape[1], *HIDDEN, 10], seed=0)
+    net.fit(X, y, epochs=epochs, batch_size=200, lr=1e-3, optimizer="adam",
+            weight_decay=1e-4 / 200, verbose=0)
+
+
+CONTENDERS = {"sklearn": run_sklearn, "estimator": run_estimator, "fit": run_fit}
+
+
+@pytest.fixture(scope="module", params=list(EPOCHS))
+def data(request):
+    pytest.importorskip("sklearn")
+    return request.param, dataset(request.param)
+
+
+@pytest.mark.parametrize("contender", list(CONTENDERS))
+def test_epochs(benchmark, data, contender):
+    name, (X, y) = data
+    epochs = EPOCHS[name]
+    benchmark.group = f"sklearn-vs-fastbp[{name}]"
+    CONTENDERS[contender](X[:400], y[:400], 1)  # compile and warm up
+    benchmark.pedantic(CONTENDERS[contender], args=(X, y, epochs), rounds=ROUNDS[name],
+                       iterations=1)
+    benchmark.extra_info["seconds_per_epoch"] = benchmark.stats.stats.median / epochs
+
+
+def side_by_side(rounds=3, names=tuple(EPOCHS)):
+    """Interleaved rounds of every contender on each data set; median seconds per epoch."""
+    for name in names:
+        epochs = EPOCHS[name]
+        X, y = dataset(name)
+        for run in CONTENDERS.values():
+            run(X[:400], y[:400], 1)
+        times = {key: [] for key in CONTENDERS}
+        keys = list(CONTENDERS)
+        for r in range(rounds):  # the order rotates: no contender always follows another
+            for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+                start = time.perf_counter()
+                CONTENDERS[key](X, y, epochs)
+                times[key].append((time.perf_counter() - start) / epochs)
+        med = {key: float(np.median(t)) for key, t in times.items()}
+        print(f"{name}: s/epoch sklearn {med['sklearn']:.3f}  estimator "
+              f"{med['estimator']:.3f}  fit {med['fit']:.3f}  ->  sklearn/estimator "
+              f"{med['sklearn'] / med['estimator']:.2f}x, estimator/fit "
+              f"{med['estimator'] / med['fit']:.3f}")
+
+
+if __name__ == "__main__":
+    side_by_side(int(sys.argv[1]) if len(sys.argv) > 1 else 3, tuple(sys.argv[2:]) or
+                 tuple(EPOCHS))

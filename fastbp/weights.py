@@ -1,0 +1,107 @@
+"""Per-sample and per-class weights of the training loss (host side).
+
+With weights ``w_i`` the cost of a batch is ``sum_i w_i L_i / sum_j w_j`` (plus weight decay)
+and its output delta ``delta_L,i = w_i dL_i/dz / sum_j w_j`` (:meth:`fastbp.backend.Backend.
+weight_rows`); integer weights train exactly like repeated rows. ``class_weight`` gives every
+sample of class ``k`` the weight ``c_k``: ``"balanced"`` is ``c_k = N / (K n_k)``
+(scikit-learn's rule), a dict maps class index to weight (missing classes weigh 1); it
+multiplies ``sample_weight``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import checks
+from .data import Standardizer
+from .kernels import reference
+from .sparse import is_row_source
+
+
+def check_sample_weight(sample_weight, n_samples: int):
+    """Non-negative finite weights, one per sample, not all zero; as float64 (N,)."""
+    w = checks.as_float_array(sample_weight, "sample_weight")
+    if w.ndim != 1 or w.shape[0] != n_samples:
+        raise ValueError(f"sample_weight must have shape ({n_samples},), one weight per "
+                         f"sample, got shape {w.shape}")
+    checks.check_finite(w, "sample_weight")
+    if (w < 0).any():
+        raise ValueError(f"sample_weight must be non-negative, got {w[w < 0][0]}")
+    if not w.sum() > 0:
+        raise ValueError("sample_weight must not be all zero")
+    return np.asarray(w, dtype=np.float64)
+
+
+def class_column(Y, task):
+    """The class index of every row of a classification target matrix."""
+    if task == "binary":
+        if Y.shape[1] != 1:
+            raise ValueError("class_weight needs one class per sample; multi-label targets "
+                             "take sample_weight instead")
+        return (Y[:, 0] > 0.5).astype(np.int64)
+    return Y.argmax(axis=1)
+
+
+def check_class_weight(class_weight):
+    """None, "balanced" or a dict ``{class index: weight > 0}``."""
+    if class_weight is None or class_weight == "balanced":
+        return class_weight
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight must be None, 'balanced' or a dict {{class: weight}}, "
+                        f"got {class_weight!r}")
+    for key, value in class_weight.items():
+        checks.check_number(key, "class_weight key (a class index)", low=0, integer=True)
+        checks.check_number(value, f"class_weight[{key!r}]", low=0)
+    return class_weight
+
+
+def class_weights(class_weight, Y, task):
+    """Per-row weights ``c_{k_i}`` (N,), or None without ``class_weight``."""
+    if class_weight is None:
+        return None
+    if task == "regression":
+        raise ValueError("class_weight needs a classifier; this network does regression")
+    labels = class_column(Y, task)
+    n_classes = max(Y.shape[1], 2)
+    if class_weight == "balanced":
+        counts = np.bincount(labels, minlength=n_classes)
+        present = counts > 0
+        per_class = np.zeros(n_classes)
+        per_class[present] = len(labels) / (present.sum() * counts[present])
+    else:
+        unknown = [k for k in class_weight if k >= n_classes]
+        if unknown:
+            raise ValueError(f"class_weight has class index {unknown[0]}, the network has "
+                             f"{n_classes} classes (0..{n_classes - 1})")
+        per_class = np.array([float(class_weight.get(k, 1.0)) for k in range(n_classes)])
+    return per_class[labels]
+
+
+def row_weights(sample_weight, class_weight, Y, task):
+    """The ``(N, 1)`` weight column of the training loss, or None when every weight is 1."""
+    w = None if sample_weight is None else check_sample_weight(sample_weight, Y.shape[0])
+    by_class = class_weights(class_weight, Y, task)
+    if by_class is not None:
+        w = by_class if w is None else w * by_class
+    if w is None:
+        return None
+    if not w.sum() > 0:
+        raise ValueError("sample_weight times class_weight is zero for every sample")
+    return w[:, None]
+
+
+def weighted_loss_sum(z, a, y, w, loss_code) -> float:
+    """``sum_i w_i L_i`` on host arrays, per-sample losses from the reference kernels."""
+    return float(reference.loss_rows(z, a, y, loss_code) @ w[:, 0])
+
+
+def weighted_standardizer(X, weights):
+    """A :class:`~fastbp.data.Standardizer` with the (weighted) mean and std of ``X`` (dense,
+    or a sparse row source, from its entries)."""
+    if is_row_source(X):
+        mean, std = X.column_moments(weights)
+    else:
+        w = np.ones(X.shape[0]) if weights is None else weights
+        mean = np.average(X, axis=0, weights=w)
+        std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
+    return Standardizer(mean, np.where(std > 0, std, 1.0))

@@ -1,0 +1,99 @@
+"""Label coding (fastbp.labels) and the weight algebra, as properties over their input space."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import fastbp
+from fastbp.csvfile import read_labelled_csv
+from fastbp.labels import LabelCoder, class_index
+from fastbp.weights import class_weights, row_weights
+
+labels = st.one_of(st.text(min_size=1, max_size=4), st.integers(-1000, 1000))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=4), min_size=2, max_size=40))
+def test_string_labels_round_trip(values):
+    y = np.array(values, dtype=object)
+    if len(set(values)) < 2:
+        with pytest.raises(ValueError, match="at least 2 classes"):
+            LabelCoder().fit(y)
+        return
+    coder = LabelCoder().fit(y)
+    index = coder.encode(y)
+    one_hot = np.eye(len(coder.classes))[index.astype(int)]
+    if coder.kind == "binary":
+        one_hot = index[:, None]
+    assert coder.decode(one_hot).tolist() == values
+    assert coder.classes.tolist() == sorted(set(values))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-50, 50), min_size=2, max_size=40, unique=True))
+def test_integer_labels_with_gaps_get_one_output_each(values):
+    coder = LabelCoder().fit(np.array(values))
+    assert coder.n_outputs == (1 if len(values) == 2 else len(values))
+    assert class_index(values, coder.classes).tolist() == [sorted(values).index(v)
+                                                           for v in values]
+
+
+def test_unknown_labels_and_mixed_types_are_named():
+    coder = LabelCoder().fit(np.array(["a", "b", "c"]))
+    with pytest.raises(ValueError, match="not seen in training: \\['z'\\]"):
+        coder.encode(np.array(["a", "z"]))
+    with pytest.raises(TypeError, match="mixes label types"):
+        LabelCoder().fit(np.array(["a", 1, 2.5], dtype=object))
+    with pytest.raises(ValueError, match="indicator"):
+        LabelCoder().fit(np.array([[0, 2], [1, 0]]))
+
+
+def test_multilabel_indicators():
+    Y = np.array([[1, 0, 1], [0, 1, 0], [1, 1, 0]])
+    coder = LabelCoder().fit(Y)
+    assert coder.kind == "multilabel" and coder.output == ("sigmoid", "binary_cross_entropy")
+    np.testing.assert_array_equal(coder.decode(coder.encode(Y) * 0.8 + 0.1), Y)
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(np.float64, st.tuples(st.integers(1, 12), st.integers(1, 4)),
+                  elements=st.floats(-1e3, 1e3)),
+       st.data())
+def test_weight_rows_is_w_over_the_weight_sum(x, data):
+    w = data.draw(hnp.arrays(np.float64, (x.shape[0], 1), elements=st.floats(0.01, 100)))
+    be = fastbp.get_backend("numpy")
+    out, total = x.copy(), np.zeros(1)
+    be.weight_rows(out, w, total)
+    np.testing.assert_allclose(out, x * w / w.sum(), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(total, w.sum())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 3), min_size=4, max_size=60))
+def test_balanced_class_weights_give_every_present_class_equal_mass(labels_):
+    y = np.array(labels_)
+    Y = np.eye(4)[y]
+    w = class_weights("balanced", Y, "classification")
+    present = np.unique(y)
+    mass = [w[y == k].sum() for k in present]
+    np.testing.assert_allclose(mass, len(y) / len(present))
+    assert row_weights(np.ones(len(y)), None, Y, "classification") is not None
+
+
+def test_csv_with_a_name_column(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,kind\n1,2,x\n3,4,y\n")
+    header, X, y = read_labelled_csv(path, "kind")
+    assert header == ["a", "b", "kind"] and X.tolist() == [[1, 2], [3, 4]]
+    assert y.tolist() == ["x", "y"]
+    path.write_text("1,2,x\n3,4,y\n")  # no header: the label column is not a header's sign
+    header, X, y = read_labelled_csv(path, -1)
+    assert header is None and X.tolist() == [[1, 2], [3, 4]] and y.tolist() == ["x", "y"]
+    path.write_text("a,b,kind\n1,oops,x\n")
+    with pytest.raises(ValueError, match="line 2, column 2 .'b'.: 'oops' is not a number"):
+        read_labelled_csv(path, "kind")
+    path.write_text("a,b,kind\n1,2,NA\n")
+    with pytest.raises(ValueError, match="line 2, column 3 .'kind'.: missing value"):
+        read_labelled_csv(path, "kind")
