@@ -60,10 +60,10 @@ def main():
                           "layer": a["layer"]})
         ratio = statistics.median(p["ratio"] for p in pairs)
         results[config] = {"pairs": pairs, "median_ratio": ratio}
+        each = ", ".join(f"{p['ratio']:.3f}" for p in pairs)
         print(f"{config}: torch first {statistics.median(p['torch_first'] for p in pairs):.2f} "
               f"ms/step, alone {statistics.median(p['alone'] for p in pairs):.2f}; ratio median "
-              f"{ratio:.3f} (pairs {', '.join(f'{p['ratio']:.3f}' for p in pairs)}; "
-              f"layer {pairs[0]['layer']})", flush=True)
+              f"{ratio:.3f} (pairs {each}; layer {pairs[0]['layer']})", flush=True)
     if args.json:
         with open(args.json, "w") as out:
             json.dump(results, out, indent=1)

@@ -85,3 +85,24 @@ def test_omp_with_the_users_wait_policy_stays_parallel():
 ])
 def test_only_an_unrenamed_libgomp_counts_as_shared(path, shared):
     assert bool(cpu.SHARED_LIBGOMP.search(path)) is shared
+
+
+def test_mkl_with_torch_imported_first_threads_on_tbb_and_multiplies_right():
+    """MKL left alone would thread on torch's spinning libgomp, and its own OpenMP computes
+    wrong products beside it: the provider must thread it on oneTBB."""
+    pytest.importorskip("torch")
+    from fastbp.backends import gemm
+
+    if not gemm.find_mkl():
+        pytest.skip("MKL is not installed (pip install 'fastbp[mkl]')")
+    script = ("import torch, numpy as np\n"
+              "from fastbp.backends import gemm\n"
+              "g = gemm.MklGemm(gemm.find_mkl(), 2)\n"
+              "a = np.ones((512, 512), np.float32); out = np.empty_like(a)\n"
+              "g.matmul(a, a, out)\n"
+              "maps = open('/proc/self/maps').read()\n"
+              "print(bool((out == 512).all()), g.threading, 'mkl_gnu_thread' in maps)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-4:] == ["True", "oneTBB", "threads", "False"]

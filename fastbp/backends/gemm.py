@@ -8,9 +8,14 @@ float32, see :mod:`fastbp.backends.mixed`). Operands may be transposed views (``
 - ``numpy``: NumPy's BLAS (``np.matmul(out=)``, OpenBLAS in the wheels). No bf16.
 - ``mkl``: Intel MKL's CBLAS (``pip install 'fastbp[mkl]'``, the ``mkl`` wheel's
   ``libmkl_rt``) through the few ctypes declarations below: ``cblas_sgemm``, ``cblas_dgemm``
-  and ``cblas_gemm_bf16bf16f32``. MKL's OpenMP threads (``libiomp5``) would spin 200 ms after
-  every GEMM (``KMP_BLOCKTIME``) and steal the cores of the fused loops that follow, so the
-  provider sets the block time to 0 at run time (``kmp_set_blocktime``).
+  and ``cblas_gemm_bf16bf16f32``. Left to itself, ``libmkl_rt`` threads on whatever OpenMP
+  runtime the process loaded first -- PyTorch's spinning libgomp if torch was imported before
+  (measured: small steps 4.8x slower) -- and its own OpenMP (``libiomp5``) computes wrong
+  products beside that libgomp (their ``omp_*`` symbols clash) and spins 200 ms after every
+  GEMM (``KMP_BLOCKTIME``). So the provider threads MKL on oneTBB (the ``tbb`` wheel that the
+  ``mkl`` wheel installs; ``MKL_Set_Threading_Layer(TBB)`` before the first call), whose
+  workers owe nothing to OpenMP and sleep soon after a GEMM; without oneTBB, MKL runs
+  sequentially.
 - ``torch``: bf16 GEMMs only, through PyTorch's CPU matmul (oneDNN, which uses AVX512-BF16
   and AMX on any vendor's CPU); the product is rounded to bf16 by the library, then widened
   into the float32 ``out``.
@@ -37,6 +42,8 @@ BF16_HINT = f"{MKL_HINT} (MKL's cblas_gemm_bf16bf16f32) or pip install torch (on
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 _ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+#: ``MKL_Set_Threading_Layer`` codes: one thread, and oneTBB's pool
+MKL_THREADING_SEQUENTIAL, MKL_THREADING_TBB = 1, 4
 
 
 class NumpyGemm:
@@ -71,8 +78,8 @@ class MklGemm:
         self.path = path
         self.lib = ctypes.CDLL(path)
         self._declare()
+        self.threading = self._thread_on_tbb(os.path.dirname(path))
         self.lib.MKL_Set_Num_Threads(threads)
-        self._stop_spinning()
         self.version = self._version()
 
     def _declare(self):
@@ -83,15 +90,19 @@ class MklGemm:
             fn.argtypes = [I] * 6 + [real, P, I, P, I, real, P, I]
             fn.restype = None
         self.lib.MKL_Set_Num_Threads.argtypes = [I]
+        self.lib.MKL_Set_Threading_Layer.argtypes = [I]
 
-    def _stop_spinning(self):
-        """``kmp_set_blocktime(0)``: MKL's OpenMP threads sleep as soon as a GEMM is done."""
-        for lib in (self.lib, _loaded("libiomp5")):
-            setter = getattr(lib, "kmp_set_blocktime", None) if lib is not None else None
-            if setter is not None:
-                setter.argtypes = [ctypes.c_int]
-                setter(0)
-                return
+    def _thread_on_tbb(self, directory) -> str:
+        """Thread MKL on oneTBB (loaded from beside ``libmkl_rt``, with global symbols, where
+        MKL's TBB layer looks for it), else sequentially; returns which."""
+        found = sorted(glob.glob(os.path.join(directory, "libtbb.so.12*")))
+        try:
+            ctypes.CDLL(found[0], mode=ctypes.RTLD_GLOBAL)
+        except (IndexError, OSError):
+            self.lib.MKL_Set_Threading_Layer(MKL_THREADING_SEQUENTIAL)
+            return "sequential (oneTBB not found beside MKL)"
+        self.lib.MKL_Set_Threading_Layer(MKL_THREADING_TBB)
+        return "oneTBB threads"
 
     def _version(self) -> str:
         buffer = ctypes.create_string_buffer(256)
@@ -125,7 +136,7 @@ class MklGemm:
         return out
 
     def describe(self) -> str:
-        return f"{self.version} ({self.path})"
+        return f"{self.version}, {self.threading} ({self.path})"
 
 
 def _operand(x):
@@ -135,19 +146,6 @@ def _operand(x):
         x = np.ascontiguousarray(x)
         layout = blas_operand(x)
     return (x,) + layout
-
-
-def _loaded(name: str):
-    """A ctypes handle on an already-loaded library whose file name contains ``name``."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if name in line}
-    except OSError:
-        return None
-    for path in sorted(paths):
-        if os.path.isfile(path):
-            return ctypes.CDLL(path)
-    return None
 
 
 class TorchBf16Gemm:
