@@ -183,6 +183,14 @@ class TorchBf16Gemm:
         return f"torch {version} (oneDNN)"
 
 
+def cores() -> int:
+    """CPUs this process may run on (the threads a provider is given)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def find_mkl() -> str | None:
     """The path of the ``mkl`` wheel's ``libmkl_rt``, or of one on the library path."""
     for prefix in dict.fromkeys((sys.prefix, sys.base_prefix)):

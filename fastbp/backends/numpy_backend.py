@@ -10,7 +10,7 @@ import numpy as np
 from .. import kernels
 from ..backend import KernelBackend
 from ..kernels import reference
-from . import gemm, threads
+from . import gemm
 from .mixed import Bf16Copies, MixedPrecisionOps
 
 
@@ -22,7 +22,7 @@ class NumpyBackend(MixedPrecisionOps, KernelBackend):
     kernels = reference
 
     def __init__(self):
-        self.gemms = gemm.select(threads.cores())
+        self.gemms = gemm.select(gemm.cores())
         self.bf16_copies = Bf16Copies()
 
     def matmul(self, a, b, out):

@@ -22,14 +22,13 @@ libgomp first; measured here it is also as fast as passive OpenMP without PyTorc
 choice is no longer ours -- the user named a layer (``NUMBA_THREADING_LAYER``), or Numba's
 threads already run on OpenMP -- and that libgomp was started before fastbp could ask it to
 wait passively, :func:`configure` runs the fused loops serially instead (one core streams them
-about as fast as two right after a GEMM) and says so in :func:`describe`.
+about as fast as two right after a GEMM) and says so in the plan's reason (``fastbp info``).
 
-The BLAS pools are read (and may be sized) at run time with ``threadpoolctl``.
+Both are run-time calls -- Numba's threading-layer setting and MKL's own threading API (see
+:mod:`fastbp.backends.gemm`) -- not environment variables read once when a library loads.
 """
 
 from __future__ import annotations
-
-import os
 
 import numba
 
@@ -97,21 +96,3 @@ def configure() -> ThreadPlan:
             plan = ThreadPlan(layer, True, f"{layer} layer ({chosen_by})")
     cpu.set_parallel(plan.parallel)
     return plan
-
-
-def blas_pools() -> list[dict]:
-    """Every BLAS and OpenMP pool loaded in the process (threadpoolctl): API, library,
-    threads."""
-    from threadpoolctl import threadpool_info
-
-    return [{key: pool.get(key) for key in ("user_api", "internal_api", "version",
-                                            "num_threads", "filepath")}
-            for pool in threadpool_info()]
-
-
-def cores() -> int:
-    """CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
