@@ -153,3 +153,22 @@ def test_numba_and_numpy_train_the_same_bf16_weights():
                 weight_decay=1e-3, verbose=0, precision="bf16")
         weights.append(net.get_flat_params())
     np.testing.assert_allclose(weights[1], weights[0], rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_a_bf16_step_allocates_no_bf16_buffers_after_the_first_epoch(shuffle):
+    be = bf16_or_skip(CPU_BACKENDS[-1])
+    copies = be.bf16_copies
+
+    def buffers():
+        tables = (copies.written, copies.converted, copies.mirrors)
+        held = [buffer for table in tables for _, buffer in table.values()]
+        return {id(b) for b in held + [b for spare in copies.spare.values() for b in spare]}
+
+    seen = []
+    rng = np.random.default_rng(7)
+    X, y = rng.standard_normal((200, 12)), rng.integers(0, 3, 200)
+    net = fastbp.MLP([12, 16, 3], backend=be, seed=0)
+    net.fit(X, y, epochs=4, batch_size=64, shuffle=shuffle, verbose=0, precision="bf16",
+            callbacks=[lambda epoch, logs: seen.append(buffers())])
+    assert seen[1] == seen[2] == seen[3]

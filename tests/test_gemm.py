@@ -66,10 +66,16 @@ def mkl():
     return gemm.MklGemm(path, 2)
 
 
-def test_mkl_is_chosen_for_float32_and_for_bf16_without_torch(mkl):
-    chosen = gemm.select(2, flags=BF16_CPU, torch=False)
+def test_mkl_is_chosen_on_intel_for_float32_and_for_bf16_without_torch(mkl):
+    chosen = gemm.select(2, flags=BF16_CPU, torch=False, vendor="GenuineIntel")
     assert chosen.fp32.name == "mkl" and chosen.bf16.name == "mkl"
     assert "Math Kernel Library" in chosen.fp32.describe()
+
+
+def test_on_amd_numpy_blas_stays_for_float32_and_mkl_serves_bf16(mkl):
+    chosen = gemm.select(2, flags=BF16_CPU, torch=False, vendor="AuthenticAMD")
+    assert chosen.fp32.name == "numpy" and "AuthenticAMD" in chosen.fp32_reason
+    assert chosen.bf16.name == "mkl"
 
 
 @pytest.mark.parametrize("dtype, rtol", [("float32", 1e-5), ("float64", 1e-12)])

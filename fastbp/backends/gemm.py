@@ -20,9 +20,12 @@ float32, see :mod:`fastbp.backends.mixed`). Operands may be transposed views (``
   and AMX on any vendor's CPU); the product is rounded to bf16 by the library, then widened
   into the float32 ``out``.
 
-:func:`select` prefers MKL for float32 when it is installed, and for bf16 the fastest library
-measured per CPU kind (PyTorch's oneDNN, then MKL, whose bf16 kernels do not use AVX512-BF16 on
-AMD CPUs: 53 GFLOP/s against 200-330 for oneDNN on this Zen 4). Each choice keeps its reason.
+:func:`select` takes MKL for float32 on Intel CPUs where it is installed (the issue measured
+MKL's SGEMM 1.16x faster than OpenBLAS on a Sapphire Rapids), NumPy's BLAS elsewhere (on an AMD
+Zen 4 MKL's SGEMMs ran the step GEMMs 1.3x slower than OpenBLAS's SkylakeX kernels, measured
+side by side); for bf16, PyTorch's oneDNN where installed, then MKL (whose bf16 kernels do not
+use AVX512-BF16 on AMD CPUs: 53 GFLOP/s against 200-330 for oneDNN on the Zen 4). Each choice
+keeps its reason.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ import numpy as np
 
 MKL_HINT = "pip install 'fastbp[mkl]'"
 BF16_HINT = f"{MKL_HINT} (MKL's cblas_gemm_bf16bf16f32) or pip install torch (oneDNN)"
+#: the vendor string of the CPUs whose float32 GEMMs MKL runs fastest
+INTEL = "GenuineIntel"
 #: CPU flags (``/proc/cpuinfo``) of bf16 dot-product instructions
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -212,6 +217,18 @@ def cpu_flags() -> set:
     return set()
 
 
+def cpu_vendor() -> str:
+    """The CPU vendor string (``GenuineIntel``, ``AuthenticAMD``; ``unknown`` off Linux)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def torch_installed() -> bool:
     return "torch" in sys.modules or importlib.util.find_spec("torch") is not None
 
@@ -232,13 +249,14 @@ class Gemms:
 
 
 def select(threads: int, mkl_path: str | None = None, flags: set | None = None,
-           torch: bool | None = None) -> Gemms:
+           torch: bool | None = None, vendor: str | None = None) -> Gemms:
     """Choose the providers (the arguments stand in for what is installed, for tests):
-    MKL for float32 where installed, else NumPy's BLAS; for bf16, if the CPU has bf16
-    instructions, PyTorch's oneDNN where installed, else MKL, else none."""
+    MKL for float32 on an Intel CPU where installed, else NumPy's BLAS; for bf16, if the CPU
+    has bf16 instructions, PyTorch's oneDNN where installed, else MKL, else none."""
     mkl_path = find_mkl() if mkl_path is None else mkl_path
     flags = cpu_flags() if flags is None else flags
     torch = torch_installed() if torch is None else torch
+    vendor = cpu_vendor() if vendor is None else vendor
     mkl = None
     if mkl_path:
         try:
@@ -249,8 +267,12 @@ def select(threads: int, mkl_path: str | None = None, flags: set | None = None,
             mkl_reason = "MKL is installed"
     else:
         mkl_reason = f"MKL is not installed ({MKL_HINT} for its GEMMs)"
-    fp32 = mkl or NumpyGemm()
-    fp32_reason = mkl_reason if mkl else f"NumPy's BLAS: {mkl_reason}"
+    if mkl and vendor != INTEL:
+        fp32, fp32_reason = NumpyGemm(), (f"NumPy's BLAS: MKL is installed, but on a {vendor} "
+                                          f"CPU its float32 GEMMs are slower (1.3x on Zen 4)")
+    else:
+        fp32 = mkl or NumpyGemm()
+        fp32_reason = mkl_reason if mkl else f"NumPy's BLAS: {mkl_reason}"
     has_bf16 = bool(flags & set(BF16_FLAGS))
     if not has_bf16:
         return Gemms(fp32, fp32_reason, None,

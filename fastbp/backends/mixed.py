@@ -43,7 +43,9 @@ class Bf16Copies:
     ``written``: copies that a fused pass writes together with its float32 buffer (always
     current); ``converted``: copies made on their own by :meth:`convert` (current until the next
     parameter update, which ends a step); ``mirrors``: the bf16 vector of a flat parameter
-    vector, which every update rewrites, so views of it are current.
+    vector, which every update rewrites, so views of it are current. The buffers of stale
+    converted copies wait in ``spare`` (by shape) for the next step's: a step allocates nothing
+    once its shapes have been seen.
     """
 
     def __init__(self):
@@ -54,6 +56,7 @@ class Bf16Copies:
         self.written = {}
         self.converted = {}
         self.mirrors = {}
+        self.spare = {}
 
     def output_for(self, x):
         """The buffer a fused pass writes ``bf16(x)`` into, alongside ``x``."""
@@ -65,6 +68,8 @@ class Bf16Copies:
     def mirror_for(self, p):
         """The bf16 vector an update of the flat parameter vector ``p`` writes; the copies made
         before it are stale from then on."""
+        for _, buffer in self.converted.values():
+            self.spare.setdefault(buffer.shape, []).append(buffer)
         self.converted.clear()
         key = _key(p)
         if key not in self.mirrors:
@@ -97,7 +102,9 @@ class Bf16Copies:
         update."""
         key = _key(x)
         if key not in self.converted:
-            self.converted[key] = (x, np.empty(x.shape, BF16_STORAGE))
+            spare = self.spare.get(x.shape)
+            buffer = spare.pop() if spare else np.empty(x.shape, BF16_STORAGE)
+            self.converted[key] = (x, buffer)
         return to_bf16(x, self.converted[key][1])
 
     def operand(self, x, to_bf16):
