@@ -1,14 +1,16 @@
-"""Issue 4's speed claims, side by side in one run: ms per training step through ``fit`` on the
-``numba`` and ``numpy`` backends, the GEMM floor of the same step, and PyTorch CPU eager.
+"""Issues 4 and 14, side by side in one run: ms per training step through ``fit`` on the
+``numba`` and ``numpy`` backends (float32, and numba at ``precision="bf16"``), the GEMM floor of
+the same step, and PyTorch CPU eager (float32, and under bf16 autocast).
 
 Every runner trains the same MLP (float32, ReLU hidden layers, softmax + cross-entropy, plain
 SGD, shuffle off) on the same shapes:
 
 - small 784-256-256-10, batch 256; mid 784-1024-1024-10, batch 512;
   large 784-2048-2048-2048-10, batch 1024.
-- GEMM floor: ``np.matmul(out=)`` of exactly the step's GEMMs -- ``a_{l-1} @ W_l`` and
-  ``a_{l-1}.T @ delta_l`` for every layer, ``delta_l @ W_l.T`` for every layer but the first --
-  on NumPy's BLAS with its threads.
+- GEMM floor: exactly the step's GEMMs -- ``a_{l-1} @ W_l`` and ``a_{l-1}.T @ delta_l`` for
+  every layer, ``delta_l @ W_l.T`` for every layer but the first -- through the GEMM provider
+  the CPU backends use (``floor``: NumPy's BLAS or MKL, named in the table), and through
+  ``np.matmul(out=)`` on NumPy's BLAS (``numpy-blas-floor``).
 - PyTorch: ``nn.Sequential`` of ``Linear``/``ReLU``, ``CrossEntropyLoss``, ``optim.SGD``, with
   ``torch.set_num_threads`` = Numba's thread count, in a worker process of its own (its OpenMP
   threads would otherwise share this process with ours and its wait policy; it gets its defaults).
@@ -48,7 +50,10 @@ CONFIGS = {  # sizes, batch, batches per epoch, epochs per round, rounds per pas
 }
 SELECTED = os.environ.get("FASTBP_BENCH_CONFIGS", ",".join(CONFIGS)).split(",")
 PASSES = int(os.environ.get("FASTBP_BENCH_PASSES", "3"))
-RUNNERS = ("floor", "numba", "numpy", "torch")
+RUNNERS = ("floor", "numpy-blas-floor", "numba", "numpy", "torch", "numba-bf16", "torch-bf16")
+#: the runners a row's ratios are taken over: (runner, over)
+RATIOS = (("numba", "numpy"), ("numba", "torch"), ("numba-bf16", "torch-bf16"),
+          ("numba-bf16", "numba"))
 #: fastest ms per step so far, by (config, runner)
 RESULTS = {}
 #: the runners, built once and kept for every pass
@@ -83,18 +88,22 @@ def data(sizes, batch, batches):
     return X, rng.integers(0, sizes[-1], batch * batches)
 
 
-def fit_runner(backend, sizes, batch, batches, epochs):
+def fit_runner(backend, sizes, batch, batches, epochs, precision="highest"):
     """One round: ``epochs`` passes of ``fit`` over ``batches`` batches."""
     X, y = data(sizes, batch, batches)
     net = fastbp.MLP(sizes, activation="relu", output="softmax", loss="cross_entropy",
                      backend=backend, dtype="float32", seed=0)
-    options = dict(batch_size=batch, lr=1e-3, optimizer="sgd", shuffle=False, verbose=0)
+    if precision not in net.backend.precisions:
+        pytest.skip(net.backend.unavailable_precisions.get(precision, precision))
+    options = dict(batch_size=batch, lr=1e-3, optimizer="sgd", shuffle=False, verbose=0,
+                   precision=precision)
     net.fit(X[:batch], y[:batch], epochs=1, **options)  # compile or load the kernels
     return lambda: net.fit(X, y, epochs=epochs, **options)
 
 
-def floor_runner(sizes, batch, batches, epochs):
-    """One round: the GEMMs of ``batches * epochs`` steps, nothing else."""
+def floor_runner(sizes, batch, batches, epochs, matmul):
+    """One round: the GEMMs of ``batches * epochs`` steps by ``matmul(a, b, out)``, nothing
+    else."""
     rng = np.random.default_rng(0)
     gemms = []
     for l, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -109,13 +118,13 @@ def floor_runner(sizes, batch, batches, epochs):
     def run():
         for _ in range(batches * epochs):
             for x, w, out in gemms:
-                np.matmul(x, w, out=out)
+                matmul(x, w, out)
     return run
 
 
 TORCH_WORKER = """
 import json, sys, torch
-sizes, batch, batches, epochs, threads = json.loads(sys.argv[1])
+sizes, batch, batches, epochs, threads, autocast = json.loads(sys.argv[1])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 layers = []
@@ -130,7 +139,9 @@ for line in sys.stdin:
     for _ in range(epochs):
         for i in range(batches):
             opt.zero_grad()
-            loss_fn(net(X[i]), y[i]).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                loss = loss_fn(net(X[i]), y[i])
+            loss.backward()
             opt.step()
     print("done", flush=True)
 """
@@ -139,9 +150,9 @@ for line in sys.stdin:
 class TorchRunner:
     """PyTorch in a worker process: each call runs one round there and waits for it."""
 
-    def __init__(self, sizes, batch, batches, epochs):
+    def __init__(self, sizes, batch, batches, epochs, autocast=False):
         env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-        spec = json.dumps([sizes, batch, batches, epochs, numba.get_num_threads()])
+        spec = json.dumps([sizes, batch, batches, epochs, numba.get_num_threads(), autocast])
         self.proc = subprocess.Popen([sys.executable, "-c", TORCH_WORKER, spec], env=env,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self()  # warm up
@@ -159,12 +170,16 @@ class TorchRunner:
 
 def make_runner(runner, sizes, batch, batches, epochs):
     if runner == "floor":
-        return floor_runner(sizes, batch, batches, epochs)
-    if runner == "torch":
+        return floor_runner(sizes, batch, batches, epochs, fastbp.get_backend("numba").matmul)
+    if runner == "numpy-blas-floor":
+        return floor_runner(sizes, batch, batches, epochs,
+                            lambda a, b, out: np.matmul(a, b, out=out))
+    if runner.startswith("torch"):
         if importlib.util.find_spec("torch") is None:
             pytest.skip("torch is not installed (pip install torch==2.13.0)")
-        return TorchRunner(sizes, batch, batches, epochs)
-    return fit_runner(runner, sizes, batch, batches, epochs)
+        return TorchRunner(sizes, batch, batches, epochs, autocast=runner == "torch-bf16")
+    backend, _, precision = runner.partition("-")
+    return fit_runner(backend, sizes, batch, batches, epochs, precision or "highest")
 
 
 def built_runner(config, runner):
@@ -192,10 +207,12 @@ def report(request):
 
 
 def table(results):
+    info = fastbp.get_backend("numba").describe()
     lines = [f"numba {numba.__version__}, numpy {np.__version__}, threads "
-             f"{numba.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}",
-             "config | floor ms | numba ms (x floor) | numpy ms (x floor) | torch ms (x floor) | "
-             "numba speed-up vs numpy, vs torch"]
+             f"{numba.get_num_threads()} on {info['threading_layer']}; GEMMs: {info['gemm']}; "
+             f"bf16 GEMMs: {info['gemm_bf16']}",
+             "config | floor ms | " + " | ".join(f"{r} ms (x floor)" for r in RUNNERS[1:])
+             + " | " + ", ".join(f"{a} / {b}" for a, b in RATIOS)]
     for config in CONFIGS:
         row = {r: results.get((config, r)) for r in RUNNERS}
         if row["floor"] is None:
@@ -203,8 +220,8 @@ def table(results):
         cells = [config, f"{row['floor']:.2f}"]
         cells += [f"{row[r]:.2f} ({row[r] / row['floor']:.3f}x)" if row[r] else "-"
                   for r in RUNNERS[1:]]
-        cells.append(", ".join(f"{row[r] / row['numba']:.2f}x" if row[r] and row["numba"]
-                               else "-" for r in ("numpy", "torch")))
+        cells.append(", ".join(f"{row[a] / row[b]:.2f}" if row[a] and row[b] else "-"
+                               for a, b in RATIOS))
         lines.append(" | ".join(cells))
     return lines
 

@@ -101,8 +101,10 @@ MIN_STEPS, MAX_STEPS = 2, 64
 LR = 1e-3
 #: pause when the rounds move between processes: OpenBLAS threads spin ~0.1 s before sleeping
 SETTLE_SECONDS = 0.25
-#: the floor of a device: which backend's matmul, and its row label
-FLOORS = {"host": ("numpy", "GEMM floor (numpy)"), "gpu": ("cupy", "GEMM floor (cupy)")}
+#: the floor of a device: which backend's matmul (its GEMM provider names the row)
+FLOORS = {"host": "numpy", "gpu": "cupy"}
+#: the row of NumPy's own BLAS, shown beside a host floor on another provider (MKL)
+NUMPY_FLOOR = "GEMM floor (numpy BLAS)"
 
 
 def step_flops(sizes, batch) -> int:
@@ -158,14 +160,28 @@ def device_of(backend) -> str:
 
 def floor_backend(backend):
     """The backend whose ``matmul`` is the GEMM floor of ``backend``'s device."""
-    return get_backend(FLOORS[device_of(backend)][0])
+    return get_backend(FLOORS[device_of(backend)])
 
 
-def run_gemms(backend, gemms, times=1):
-    """``backend.matmul`` over ``gemms``, ``times`` times, then ``backend.synchronize()``."""
+def gemm_provider(device: str) -> str:
+    """The name of the library behind the GEMM floor of ``device`` (``numpy``, ``mkl``,
+    ``cupy``)."""
+    gemms = getattr(get_backend(FLOORS[device]), "gemms", None)
+    return gemms.fp32.name if gemms is not None else FLOORS[device]
+
+
+def floor_label(device: str) -> str:
+    """The row label of ``device``'s GEMM floor, naming the provider."""
+    return f"GEMM floor ({gemm_provider(device)})"
+
+
+def run_gemms(backend, gemms, times=1, matmul=None):
+    """``backend.matmul`` (or ``matmul``) over ``gemms``, ``times`` times, then
+    ``backend.synchronize()``."""
+    matmul = matmul or backend.matmul
     for _ in range(times):
         for a, b, out in gemms:
-            backend.matmul(a, b, out)
+            matmul(a, b, out)
     backend.synchronize()
 
 
@@ -191,8 +207,9 @@ def synthetic_data(case: Case, dtype):
     return X, rng.integers(0, case.sizes[-1], n)
 
 
-def backend_runner(name: str, dtype) -> Runner:
-    """A fastbp backend timed through ``MLP.fit`` (see the module doc for what is timed)."""
+def backend_runner(name: str, dtype, precision: str = "highest") -> Runner:
+    """A fastbp backend timed through ``MLP.fit`` (see the module doc for what is timed), at
+    GEMM ``precision`` (labelled ``"<name> bf16"`` when not the default)."""
     from .model import MLP
 
     def make(case, data):
@@ -200,38 +217,52 @@ def backend_runner(name: str, dtype) -> Runner:
         net = MLP(list(case.sizes), activation="relu", output="softmax", loss="cross_entropy",
                   backend=name, dtype=dtype, seed=0)
         options = dict(epochs=1, batch_size=case.batch, lr=LR, optimizer="sgd", shuffle=False,
-                       verbose=0)
+                       verbose=0, precision=precision)
         return lambda: net.fit(X, y, **options).seconds[-1]
 
-    return Runner(name, device_of(get_backend(name)), "backend", make)
+    label = name if precision == "highest" else f"{name} {precision}"
+    return Runner(label, device_of(get_backend(name)), "backend", make)
 
 
-def floor_runner(device: str, dtype) -> Runner:
-    """The GEMM floor of ``device``: the step's GEMMs alone, ``steps`` times, synchronised."""
-    name, label = FLOORS[device]
-    backend = get_backend(name)
+def gemm_floor_runner(label, device, dtype, matmul=None) -> Runner:
+    """The step's GEMMs alone, ``steps`` times, synchronised, on ``device``'s floor backend:
+    through its provider, or through ``matmul``."""
+    backend = get_backend(FLOORS[device])
 
     def make(case, _data):
         gemms = step_gemms(backend, case.sizes, case.batch, dtype)
 
         def round_seconds():
             start = time.perf_counter()
-            run_gemms(backend, gemms, case.steps)
+            run_gemms(backend, gemms, case.steps, matmul)
             return time.perf_counter() - start
         return round_seconds
 
     return Runner(label, device, "floor", make)
 
 
-def torch_runner(worker: TorchWorker, dtype) -> Runner:
-    """PyTorch eager on the same case, timed by its worker process."""
+def floor_runner(device: str, dtype) -> Runner:
+    """The GEMM floor of ``device``, on the GEMM provider its backends use."""
+    return gemm_floor_runner(floor_label(device), device, dtype)
+
+
+def numpy_floor_runner(dtype) -> Runner:
+    """The host GEMM floor on NumPy's own BLAS (``np.matmul``), whatever the provider."""
+    return gemm_floor_runner(NUMPY_FLOOR, "host", dtype,
+                             lambda a, b, out: np.matmul(a, b, out=out))
+
+
+def torch_runner(worker: TorchWorker, dtype, autocast: bool = False) -> Runner:
+    """PyTorch eager on the same case, timed by its worker process (``autocast``: under
+    ``torch.autocast(dtype=torch.bfloat16)``, PyTorch's bf16 mixed precision)."""
     def make(case, _data):
         request = dict(sizes=list(case.sizes), batch=case.batch, steps=case.steps,
-                       dtype=np.dtype(dtype).name, lr=LR)
+                       dtype=np.dtype(dtype).name, lr=LR, autocast=autocast)
         return lambda: worker.epoch(request)
 
     device = "gpu" if worker.info["device"] == "cuda" else "host"
-    return Runner(f"torch ({worker.info['device']})", device, "torch", make)
+    mode = " bf16 autocast" if autocast else ""
+    return Runner(f"torch{mode} ({worker.info['device']})", device, "torch", make)
 
 
 class TorchWorker:
@@ -290,8 +321,9 @@ def torch_worker():
         print(torch_epoch(torch, cuda, *problem), flush=True)
 
 
-def torch_problem(torch, device, sizes, batch, steps, dtype, lr):
-    """``(model, optimizer, X, y)`` for one case: the network of :func:`backend_runner`."""
+def torch_problem(torch, device, sizes, batch, steps, dtype, lr, autocast=False):
+    """``(model, optimizer, X, y, autocast)`` for one case: the network of
+    :func:`backend_runner`."""
     torch.manual_seed(0)
     layers = []
     for n_in, n_out in zip(sizes[:-1], sizes[1:]):
@@ -300,16 +332,20 @@ def torch_problem(torch, device, sizes, batch, steps, dtype, lr):
     model = torch.nn.Sequential(*layers[:-1]).to(device, dtype)
     X = torch.randn(steps, batch, sizes[0], device=device, dtype=dtype)
     y = torch.randint(0, sizes[-1], (steps, batch), device=device)
-    return model, torch.optim.SGD(model.parameters(), lr=lr), X, y
+    return model, torch.optim.SGD(model.parameters(), lr=lr), X, y, autocast
 
 
-def torch_epoch(torch, cuda, model, optimizer, X, y) -> float:
-    """Seconds of one pass over the batches ``X[i], y[i]``, synchronised on a GPU."""
+def torch_epoch(torch, cuda, model, optimizer, X, y, autocast=False) -> float:
+    """Seconds of one pass over the batches ``X[i], y[i]``, synchronised on a GPU (``autocast``:
+    the forward and the loss under bf16 autocast, float32 weights and optimizer)."""
     loss_fn = torch.nn.functional.cross_entropy
+    device = "cuda" if cuda else "cpu"
     start = time.perf_counter()
     for Xb, yb in zip(X, y):
         optimizer.zero_grad(set_to_none=True)
-        loss_fn(model(Xb), yb).backward()
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=autocast):
+            loss = loss_fn(model(Xb), yb)
+        loss.backward()
         optimizer.step()
     if cuda:
         torch.cuda.synchronize()
@@ -334,7 +370,7 @@ class CaseResult:
         ms = self.ms[label]
         median = statistics.median(ms)
         numpy_ms = self.median("numpy")
-        floor_ms = self.median(FLOORS[self.runners[label].device][1])
+        floor_ms = self.median(floor_label(self.runners[label].device))
         return {"ms_median": median, "ms_min": min(ms), "ms_max": max(ms),
                 "samples_per_s": self.case.batch / median * 1e3,
                 "gflops": self.case.gflop / median * 1e3,
@@ -406,6 +442,7 @@ class Plan:
     sweep: str | None
     budget: float | None
     torch: bool
+    bf16: bool = False
 
 
 def names_list(text: str) -> list[str]:
@@ -509,8 +546,10 @@ def make_plan(args) -> Plan:
         raise RuntimeError("no backend left to time: " + "; ".join(
             f"{name}: {why}" for name, why in skipped.items()))
     budget = (args.budget or SWEEP_BUDGET) if args.sweep else args.budget
+    if args.bf16 and args.dtype != "float32":
+        raise ValueError(f"--bf16 times float32 networks, got --dtype {args.dtype}")
     return Plan(cases, backends, skipped, args.dtype, args.repeats, args.warmup, args.sweep,
-                budget, args.compare_torch)
+                budget, args.compare_torch, args.bf16)
 
 
 def require(module: str, flag: str):
@@ -533,6 +572,12 @@ def numpy_blas() -> list[dict]:
                                           "num_threads")} for p in mine or pools]
 
 
+def host_gemms() -> dict:
+    """The host backends' GEMM providers and why they were chosen."""
+    gemms = getattr(get_backend("numpy"), "gemms", None)
+    return gemms.describe() if gemms is not None else {}
+
+
 def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as info:
@@ -548,7 +593,7 @@ def machine_info(plan, torch_info) -> dict:
     """Where the numbers come from: CPU, cores, BLAS, versions, each backend's settings."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform(),
             "python": platform.python_version(), "numpy": np.__version__,
-            "blas": numpy_blas(),
+            "blas": numpy_blas(), "gemm": host_gemms(),
             "backends": {name: get_backend(name).describe() for name in plan.backends},
             "torch": torch_info}
 
@@ -602,6 +647,10 @@ def format_table(results, machine) -> str:
                       f"{p['num_threads']} threads)" for p in machine["blas"])
     lines = [f"{machine['cpu']}, {machine['cores']} cores; NumPy's BLAS: "
              f"{pools or 'none found'}"]
+    gemms = machine.get("gemm") or {}
+    if gemms:
+        lines.append(f"GEMM provider: {gemms['gemm']} ({gemms['gemm_reason']}); bf16: "
+                     f"{gemms['gemm_bf16']} ({gemms['gemm_bf16_reason']})")
     for result in results:
         lines += [""] + format_case(result)
     lines += ["", "ms/step: median over the repeats (min-max beside it); GFLOP/s: 6 N sum "
@@ -609,15 +658,33 @@ def format_table(results, machine) -> str:
     return "\n".join(lines)
 
 
-def order_runners(backends, torch_column, dtype) -> list[Runner]:
-    """The backends, then PyTorch (``torch_column``, if any), then the GEMM floor of every
-    device they run on (a GPU's only with the cupy backend)."""
+def bf16_backends(plan) -> list[str]:
+    """The backends of ``plan`` that offer ``precision="bf16"``; the others land in
+    ``skipped`` with the reason."""
+    offering = []
+    for name in plan.backends:
+        backend = get_backend(name)
+        if "bf16" in backend.precisions:
+            offering.append(name)
+        else:
+            why = getattr(backend, "unavailable_precisions", {}).get("bf16", "not offered")
+            plan.skipped[f"{name} bf16"] = why
+    return offering
+
+
+def order_runners(backends, torch_columns, dtype, bf16=()) -> list[Runner]:
+    """The backends, their bf16 runs (``bf16``: the backends to time at precision bf16), then
+    PyTorch (``torch_columns``), then the GEMM floor of every device they run on (a GPU's only
+    with the cupy backend), and NumPy's BLAS floor beside a host floor on another provider."""
     runners = [backend_runner(name, dtype) for name in backends]
-    if torch_column is not None:
-        runners.append(torch_column)
+    runners += [backend_runner(name, dtype, "bf16") for name in bf16]
+    runners += list(torch_columns)
     devices = dict.fromkeys(r.device for r in runners)
     usable_floors = [d for d in devices if d == "host" or "cupy" in backends]
-    return runners + [floor_runner(device, dtype) for device in usable_floors]
+    floors = [floor_runner(device, dtype) for device in usable_floors]
+    if "host" in usable_floors and gemm_provider("host") != "numpy":
+        floors.append(numpy_floor_runner(dtype))
+    return runners + floors
 
 
 def start_torch(plan) -> TorchWorker | None:
@@ -639,11 +706,14 @@ def run(args):
     """``fastbp bench``: validate, time, print the table, write the JSON and the plot."""
     plan = make_plan(args)
     worker = start_torch(plan)
+    bf16 = bf16_backends(plan) if plan.bf16 else []
     for name, why in plan.skipped.items():
         print(f"skipped {name}: {why}")
     try:
-        torch_column = torch_runner(worker, plan.dtype) if worker else None
-        results = measure(plan, order_runners(plan.backends, torch_column, plan.dtype))
+        torch_columns = [torch_runner(worker, plan.dtype, autocast)
+                         for autocast in ((False, True) if plan.bf16 else (False,))
+                         ] if worker else []
+        results = measure(plan, order_runners(plan.backends, torch_columns, plan.dtype, bf16))
     finally:
         if worker is not None:
             worker.close()
@@ -783,6 +853,9 @@ def configure_parser(parser):
                         "every usable one; unusable ones are skipped with the reason)")
     parser.add_argument("--compare-torch", action="store_true",
                         help="add PyTorch (eager; CUDA when a GPU answers) on the same model")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time precision='bf16' on every backend that offers it (and "
+                        "PyTorch's bf16 autocast, with --compare-torch)")
     parser.add_argument("--json", metavar="OUT.json", type=output_file("results (JSON)"),
                         help="write the results here")
     parser.add_argument("--plot", metavar="OUT.png", type=figure_file,

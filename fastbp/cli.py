@@ -116,8 +116,9 @@ def add_fit_flags(p):
     g.add_argument("--dropout", type=float, default=0.0, help="hidden-unit drop probability")
     g.add_argument("--input-noise", type=float, default=0.0, metavar="SIGMA",
                    help="std of Gaussian noise added to training inputs")
-    g.add_argument("--precision", choices=["highest", "tf32"], default="highest",
-                   help="GEMM precision (tf32: TF32 tensor cores, cupy backend only)")
+    g.add_argument("--precision", choices=["highest", "tf32", "bf16"], default="highest",
+                   help="GEMM precision (tf32: TF32 tensor cores, cupy backend only; bf16: "
+                   "bf16 GEMM inputs, float32 accumulation and weights)")
     g.add_argument("--plot", metavar="CURVES.png", type=figure_file,
                    help="write the training and validation cost per epoch to this figure")
     g.add_argument("--validation-split", type=float, default=0.1,
@@ -381,8 +382,24 @@ def run_info(_args):
         print(f"auto -> {exc}")
     for line in blas_lines():
         print(line)
+    for line in cpu_gemm_lines():
+        print(line)
     for line in gpu_lines():
         print(line)
+
+
+def cpu_gemm_lines() -> list[str]:
+    """The CPU backends' GEMM providers and the Numba threads, each with why it was chosen."""
+    name = "numba" if probe("numba")[0] else "numpy"
+    from .backend import get_backend
+
+    info = get_backend(name).describe()
+    lines = [f"CPU GEMMs: {info['gemm']} ({info['gemm_reason']})",
+             f"CPU bf16 GEMMs: {info['gemm_bf16']} ({info['gemm_bf16_reason']})"]
+    if "threading_layer" in info:
+        lines.append(f"Numba threads: {info['threads']} on {info['threading_layer']} "
+                     f"({info['threads_reason']})")
+    return lines
 
 
 def gpu_lines() -> list[str]:

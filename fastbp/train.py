@@ -30,8 +30,9 @@ from .weights import check_class_weight, check_sample_weight, row_weights, weigh
 #: a training set that would take more than this share of the device's free memory stays on
 #: the host and is streamed to the device batch by batch
 DEVICE_SHARE = 0.5
-#: GEMM precisions a fit may ask for ("tf32": float32 GEMMs on TF32 tensor cores, GPU only)
-PRECISIONS = ("highest", "tf32")
+#: GEMM precisions a fit may ask for ("tf32": float32 GEMMs on TF32 tensor cores, GPU only;
+#: "bf16": bf16 GEMM inputs, float32 accumulation, weights and optimizer state)
+PRECISIONS = ("highest", "tf32", "bf16")
 
 
 @dataclass
@@ -157,8 +158,10 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     (a seeded random fraction held out), ``early_stopping=None`` (patience in epochs on the
     validation loss; the best weights are restored), ``shuffle=True``, ``verbose=1`` (0 silent,
     1 progress bar and a line per epoch, 2 lines only), ``callbacks`` (``f(epoch, logs)``;
-    returning True stops training), ``precision='highest'|'tf32'`` (TF32 tensor-core GEMMs
-    for float32 on the cupy backend; float32 stays exact by default).
+    returning True stops training), ``precision='highest'|'tf32'|'bf16'`` (TF32 tensor-core GEMMs
+    for float32 on the cupy backend; bf16: GEMMs on bf16 inputs, float32 accumulation,
+    float32 weights, optimizer state and loss, see :mod:`fastbp.backends.mixed`; float32 stays
+    exact by default).
 
     scikit-learn's and Keras' training features: ``sample_weight`` (one weight per row of
     ``X``) and ``class_weight='balanced'|{class: weight}`` weight the loss
@@ -191,6 +194,9 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     opts = check_options(validation_data=validation_data, **options)
     check_checkpoint(checkpoint, resume)
     check_backend_options(opts, net.backend, checkpoint, distributed)
+    if opts.precision == "bf16" and str(net.dtype) != "float32":
+        raise ValueError(f"precision='bf16' trains float32 networks (float32 master weights, "
+                         f"bf16 GEMM inputs); this one is {net.dtype}")
     comm = make_communicator(distributed, net.backend)
     if comm is not None:
         start_identically(net, comm)
@@ -240,8 +246,10 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
 def check_backend_options(opts, backend, checkpoint, distributed):
     """Options that depend on the backend, or exclude each other."""
     if opts.precision not in backend.precisions:
+        why = getattr(backend, "unavailable_precisions", {}).get(opts.precision)
         raise ValueError(f"precision={opts.precision!r} is not offered by backend "
-                         f"{backend.name!r} (it offers {list(backend.precisions)})")
+                         f"{backend.name!r} (it offers {list(backend.precisions)})"
+                         + (f": {why}" if why else ""))
     if opts.optimizer == "lbfgs":
         clashes = {"dropout": opts.dropout > 0, "input_noise": opts.input_noise > 0,
                    "checkpoint": checkpoint is not None, "distributed": distributed is not None}

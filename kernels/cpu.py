@@ -26,17 +26,24 @@ are cast to the array dtype inside the loop, before use: a float64 scalar would 
 float32 loop to float64 (the tests read the LLVM IR to make sure nothing does).
 Nothing here fuses ``dW += lam * W`` into the optimizer step: the Backend interface keeps the
 gradient explicit.
+
+bf16: the passes that produce a GEMM operand (activations, deltas, parameters) take the
+reference's optional ``*16_out`` buffer and write the bf16 copy of each row while the row is
+still in registers or L1 (:func:`bf16_bits`), not in a sweep of its own.
 """
 
 import hashlib
 import math
 import os
 import pathlib
+import re
 import types
 
 import numpy as np
+from llvmlite import ir
 from numba import get_num_threads, literal_unroll, njit, prange
-from numba.extending import register_jitable
+from numba.core import types as nbtypes
+from numba.extending import intrinsic, register_jitable
 
 from . import codes, scalar
 from .codes import (
@@ -67,19 +74,48 @@ MATCHED, HINGE_MARGINS, SOFTMAX_JVP, ELEMENTWISE_JVP = 0, 1, 2, 3
 PARALLEL_MIN_WORK = 1 << 19
 
 
+class GompState:
+    """What libgomp will do after a parallel loop, as far as this process can know it.
+
+    ``user_policy``: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` was set before fastbp looked;
+    ``loaded_early``: a libgomp was already loaded (PyTorch ships and loads one), so it read
+    its environment before :func:`wait_passively` could set the policy.
+    """
+
+    def __init__(self):
+        self.user_policy = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
+        self.loaded_early = libgomp_loaded()
+
+
+#: the file names of a libgomp whose symbols Numba's OpenMP layer binds to; a vendored copy
+#: renamed by auditwheel (``libgomp-<hash>.so.1``, scikit-learn's) stays private to its user
+SHARED_LIBGOMP = re.compile(r"/libgomp\.so(\.\d+)*$")
+
+
+def libgomp_loaded() -> bool:
+    """Whether a shared libgomp is mapped into this process (Linux ``/proc/self/maps``):
+    PyTorch loads its ``libgomp.so.1`` with global symbols when it is imported."""
+    try:
+        with open("/proc/self/maps") as maps:
+            return any(SHARED_LIBGOMP.search(line.rstrip()) for line in maps)
+    except OSError:  # not Linux: no libgomp to worry about
+        return False
+
+
 def wait_passively():
     """Make OpenMP threads sleep, not spin, between parallel loops, unless the user chose.
 
-    Numba's OpenMP layer (its default where TBB is not installed) spins after each loop, and
-    OpenBLAS spins after each GEMM; a training step alternates the two, so the spinners took
-    each other's cores and steps ran 30x slower (measured on 2 cores, see the README's
-    "Threads"). libgomp reads the policy when Numba first starts its threads, at the first
-    parallel loop, so this runs at import.
+    Numba's OpenMP layer spins after each loop, and OpenBLAS after each GEMM; a training step
+    alternates the two, so the spinners took each other's cores and steps ran 30x slower
+    (measured on 2 cores). libgomp reads the policy once, when it is loaded, so this runs at
+    import -- and is too late where another library loaded libgomp first, which
+    :data:`GOMP_STATE` records (``fastbp.backends.threads`` then keeps the loops off OpenMP).
     """
-    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+    if not GOMP_STATE.user_policy:
         os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 
+GOMP_STATE = GompState()
 wait_passively()
 
 
@@ -116,7 +152,61 @@ class Kernel:
         self.serial = njit(cache=True, nogil=True)(renamed(fn, f"serial_{DEPENDENCIES}"))
 
     def __call__(self, work, *args):
-        return (self.parallel if work >= PARALLEL_MIN_WORK else self.serial)(*args)
+        parallel = PARALLEL_ENABLED and work >= PARALLEL_MIN_WORK
+        return (self.parallel if parallel else self.serial)(*args)
+
+
+#: whether loops of at least PARALLEL_MIN_WORK elements run on Numba's threads
+PARALLEL_ENABLED = True
+
+
+def set_parallel(enabled: bool):
+    """Run large loops on Numba's threads (the default), or every loop serially."""
+    global PARALLEL_ENABLED
+    PARALLEL_ENABLED = bool(enabled)
+
+
+# -- bf16 ----------------------------------------------------------------------------------
+
+@intrinsic
+def _float32_bits(typingctx, x):
+    """The IEEE bits of a float32 as a uint32 (an LLVM bitcast: free, and it vectorises)."""
+    if x != nbtypes.float32:
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return nbtypes.uint32(nbtypes.float32), codegen
+
+
+@register_jitable
+def bf16_bits(v):
+    """bf16 of the float32 ``v`` as a uint16: its upper half, rounded to nearest, ties to even."""
+    bits = _float32_bits(v)
+    one, half = np.uint32(1), np.uint32(0x7FFF)
+    return np.uint16((bits + half + ((bits >> np.uint32(16)) & one)) >> np.uint32(16))
+
+
+@register_jitable
+def _bf16_row(x, out):
+    """``out = bf16(x)`` along one row."""
+    for j in range(x.shape[0]):
+        out[j] = bf16_bits(x[j])
+
+
+@Kernel
+def _bf16_rows(x, out):
+    """``out = bf16(x)``, row by row."""
+    for i in prange(x.shape[0]):
+        _bf16_row(x[i], out[i])
+
+
+@Kernel
+def _bf16_flat(x, out):
+    """``out = bf16(x)`` over a vector."""
+    for i in prange(x.shape[0]):
+        out[i] = bf16_bits(x[i])
 
 
 # -- forward: z += b, a = g(z) ---------------------------------------------------------------
@@ -164,11 +254,13 @@ def _bias_act_row(z, b, act, alpha, a):
 
 
 @Kernel
-def _bias_act_rows(z, b, act, alpha, a):
-    """``z += b``, ``a = g(z)``, row by row."""
+def _bias_act_rows(z, b, act, alpha, a, a16):
+    """``z += b``, ``a = g(z)`` (and ``a16 = bf16(a)`` unless None), row by row."""
     alpha = z.dtype.type(alpha)
     for i in prange(z.shape[0]):
         _bias_act_row(z[i], b, act, alpha, a[i])
+        if a16 is not None:  # pruned at compile time: one specialisation each way
+            _bf16_row(a[i], a16[i])
 
 
 # -- backward: delta *= mask * g'(z) ---------------------------------------------------------
@@ -189,8 +281,9 @@ def _act_backward_row(delta, a, act, alpha):
 
 
 @Kernel
-def _act_backward_rows(delta, a, act, alpha, mask):
-    """``delta *= mask * g'(z)``, row by row (``mask`` None: no dropout)."""
+def _act_backward_rows(delta, a, act, alpha, mask, delta16):
+    """``delta *= mask * g'(z)`` (and ``delta16 = bf16(delta)``), row by row (``mask`` None:
+    no dropout; ``delta16`` None: no bf16 copy)."""
     alpha = a.dtype.type(alpha)
     for i in prange(delta.shape[0]):
         if mask is not None:  # pruned at compile time: one specialisation each way
@@ -198,6 +291,8 @@ def _act_backward_rows(delta, a, act, alpha, mask):
             for j in range(d.shape[0]):
                 d[j] *= m[j]
         _act_backward_row(delta[i], a[i], act, alpha)
+        if delta16 is not None:
+            _bf16_row(delta[i], delta16[i])
 
 
 # -- output layer: delta_L and the loss ------------------------------------------------------
@@ -290,12 +385,15 @@ def _loss_rows(z, a, y, loss):
 
 
 @Kernel
-def _delta_loss_rows(z, a, y, loss, kind, act, alpha, scale, delta):
-    """``delta = scale * dL/dz`` and ``sum_i L_i``, each row read once."""
+def _delta_loss_rows(z, a, y, loss, kind, act, alpha, scale, delta, delta16):
+    """``delta = scale * dL/dz`` (and ``delta16 = bf16(delta)``) and ``sum_i L_i``, each row
+    read once."""
     alpha, scale = z.dtype.type(alpha), z.dtype.type(scale)
     total = 0.0  # float64 accumulator over the batch
     for i in prange(z.shape[0]):
         _row_delta(z[i], a[i], y[i], kind, act, alpha, scale, delta[i])
+        if delta16 is not None:
+            _bf16_row(delta[i], delta16[i])
         total += _row_loss(z[i], a[i], y[i], loss)
     return total
 
@@ -327,24 +425,28 @@ def _axpy_rows(y, x, alpha):
 
 
 @Kernel
-def _sgd(p, g, lr):
-    """``p -= lr g``."""
+def _sgd(p, g, lr, p16):
+    """``p -= lr g`` (and ``p16 = bf16(p)`` unless None)."""
     lr = p.dtype.type(lr)
     for i in prange(p.shape[0]):
         p[i] -= lr * g[i]
+        if p16 is not None:
+            p16[i] = bf16_bits(p[i])
 
 
 @Kernel
-def _momentum(p, g, v, lr, mu):
-    """``v = mu v - lr g; p += v``."""
+def _momentum(p, g, v, lr, mu, p16):
+    """``v = mu v - lr g; p += v`` (and ``p16 = bf16(p)`` unless None)."""
     lr, mu = p.dtype.type(lr), p.dtype.type(mu)
     for i in prange(p.shape[0]):
         v[i] = v[i] * mu - lr * g[i]
         p[i] += v[i]
+        if p16 is not None:
+            p16[i] = bf16_bits(p[i])
 
 
 @Kernel
-def _adam(p, g, m, v, lr, b1, one_minus_b1, b2, one_minus_b2, eps, c1, c2):
+def _adam(p, g, m, v, lr, b1, one_minus_b1, b2, one_minus_b2, eps, c1, c2, p16):
     """Adam with the bias corrections ``c1 = 1 - b1^t``, ``c2 = 1 - b2^t``."""
     f = p.dtype.type
     lr, b1, one_minus_b1, b2, one_minus_b2 = f(lr), f(b1), f(one_minus_b1), f(b2), f(one_minus_b2)
@@ -353,6 +455,8 @@ def _adam(p, g, m, v, lr, b1, one_minus_b1, b2, one_minus_b2, eps, c1, c2):
         m[i] = m[i] * b1 + one_minus_b1 * g[i]
         v[i] = v[i] * b2 + one_minus_b2 * (g[i] * g[i])
         p[i] -= lr * (m[i] / c1) / (np.sqrt(v[i] / c2) + eps)
+        if p16 is not None:
+            p16[i] = bf16_bits(p[i])
 
 
 # -- the reference's interface ---------------------------------------------------------------
@@ -379,20 +483,28 @@ def delta_kind(act, loss):
     raise ValueError(f"loss code {loss} has no output gradient outside its matched pair")
 
 
-def bias_act_forward(z, b, act, alpha, a_out):
-    """In place ``z += b``, then ``a_out = g(z)``: the pass after the GEMM ``z = a_prev @ W``."""
-    _bias_act_rows(z.size, z, b, act, float(alpha), a_out)
+def to_bf16(x, out):
+    """``out = bf16(x)`` (``uint16``, round to nearest even) for a float32 vector or matrix."""
+    (_bf16_flat if x.ndim == 1 else _bf16_rows)(x.size, x, out)
+    return out
+
+
+def bias_act_forward(z, b, act, alpha, a_out, a16_out=None):
+    """In place ``z += b``, then ``a_out = g(z)``: the pass after the GEMM ``z = a_prev @ W``
+    (and ``a16_out = bf16(a)`` in the same pass, when given)."""
+    _bias_act_rows(z.size, z, b, act, float(alpha), a_out, a16_out)
     return a_out
 
 
-def act_backward(delta, z, a, act, alpha, mask=None):
-    """In place ``delta *= mask * g'(z)``: ``dJ/da`` in, ``dJ/dz`` out (``mask`` optional).
+def act_backward(delta, z, a, act, alpha, mask=None, delta16_out=None):
+    """In place ``delta *= mask * g'(z)``: ``dJ/da`` in, ``dJ/dz`` out (``mask`` optional;
+    ``delta16_out = bf16(delta)`` in the same pass, when given).
 
     ``g'`` is computed from ``a`` alone (:func:`scalar.derivative_from_output`); ``z`` is not read.
     """
     if act == SOFTMAX:
         raise ValueError(f"activation code {act} has no elementwise derivative")
-    _act_backward_rows(delta.size, delta, a, act, float(alpha), mask)
+    _act_backward_rows(delta.size, delta, a, act, float(alpha), mask, delta16_out)
     return delta
 
 
@@ -408,11 +520,12 @@ def loss_sum(z, a, y, loss):
     return z.dtype.type(_loss_rows(z.size, z, a, y, loss))
 
 
-def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out):
-    """:func:`output_delta` and :func:`loss_sum` in one sweep; returns the loss sum."""
+def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out, delta16_out=None):
+    """:func:`output_delta` and :func:`loss_sum` in one sweep (and ``delta16_out =
+    bf16(delta)``, when given); returns the loss sum."""
     kind = delta_kind(act, loss)
     total = _delta_loss_rows(z.size, z, a, y, loss, kind, act, float(alpha), float(scale),
-                             delta_out)
+                             delta_out, delta16_out)
     return z.dtype.type(total)
 
 
@@ -434,18 +547,19 @@ def add_weight_decay(dW, W, lam):
     return dW
 
 
-def sgd_update(p, g, lr):
-    """``p -= lr * g`` over the flat parameter and gradient vectors."""
-    _sgd(p.size, _vector(p), _vector(g), float(lr))
+def sgd_update(p, g, lr, p16_out=None):
+    """``p -= lr * g`` over the flat parameter and gradient vectors (every update also writes
+    ``p16_out = bf16(p)`` in the same sweep, when given)."""
+    _sgd(p.size, _vector(p), _vector(g), float(lr), p16_out)
 
 
-def momentum_update(p, g, v, lr, mu):
+def momentum_update(p, g, v, lr, mu, p16_out=None):
     """Classical momentum: ``v = mu v - lr g; p += v``."""
-    _momentum(p.size, _vector(p), _vector(g), _vector(v), float(lr), float(mu))
+    _momentum(p.size, _vector(p), _vector(g), _vector(v), float(lr), float(mu), p16_out)
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, t):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, p16_out=None):
     """Adam step ``t >= 1``: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
     ``p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``."""
     hyper = (lr, beta1, 1 - beta1, beta2, 1 - beta2, eps, 1 - beta1**t, 1 - beta2**t)
-    _adam(p.size, _vector(p), _vector(g), _vector(m), _vector(v), *map(float, hyper))
+    _adam(p.size, _vector(p), _vector(g), _vector(m), _vector(v), *map(float, hyper), p16_out)

@@ -4,6 +4,11 @@ Notation (batch-major): ``z = a_prev @ W + b`` of shape (N, n), ``a = g(z)``, ``
 Activations and losses are the integer codes of :mod:`fastbp.kernels.codes`; ``alpha`` is the
 activation's parameter (leaky-ReLU slope, ELU scale; ignored by the others).
 Every function writes into the buffers it is given and allocates at most small temporaries.
+
+bf16 (mixed precision): a bf16 number is the upper 16 bits of a float32, stored as ``uint16``.
+The passes that produce a GEMM operand take an optional ``*16_out`` buffer and also write the
+operand's bf16 copy there (:func:`to_bf16`: round to nearest, ties to even), so the next GEMM
+reads it without another pass; the float32 values stay what they are.
 """
 
 import numpy as np
@@ -75,10 +80,32 @@ def activate(z, act, alpha, out):
     return out
 
 
-def bias_act_forward(z, b, act, alpha, a_out):
-    """In place ``z += b``, then ``a_out = g(z)``: the pass after the GEMM ``z = a_prev @ W``."""
+def to_bf16(x, out):
+    """``out = bf16(x)``: the float32 ``x`` rounded to its upper 16 bits, to nearest, ties to
+    even (``uint16`` out, same shape)."""
+    bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    rounding = np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+    np.right_shift(bits + rounding, np.uint32(16), out=out, casting="unsafe")
+    return out
+
+
+def from_bf16(x16):
+    """The float32 values of bf16 (``uint16``) numbers."""
+    return (np.asarray(x16, dtype=np.uint32) << np.uint32(16)).view(np.float32)
+
+
+def _with_bf16(x, x16_out):
+    """Write the bf16 copy of ``x`` into ``x16_out`` if one is asked for; returns ``x``."""
+    if x16_out is not None:
+        to_bf16(x, x16_out)
+    return x
+
+
+def bias_act_forward(z, b, act, alpha, a_out, a16_out=None):
+    """In place ``z += b``, then ``a_out = g(z)``: the pass after the GEMM ``z = a_prev @ W``
+    (and ``a16_out = bf16(a)`` when given)."""
     z += b
-    return activate(z, act, alpha, a_out)
+    return _with_bf16(activate(z, act, alpha, a_out), a16_out)
 
 
 def activation_derivative(z, a, act, alpha):
@@ -98,10 +125,11 @@ def activation_derivative(z, a, act, alpha):
     raise ValueError(f"activation code {act} has no elementwise derivative")
 
 
-def act_backward(delta, z, a, act, alpha, mask=None):
+def act_backward(delta, z, a, act, alpha, mask=None, delta16_out=None):
     """In place ``delta *= g'(z)`` (and ``*= mask``, the dropout mask of this layer's output).
 
-    ``delta`` arrives holding ``dJ/da = delta_next @ W_next.T`` and leaves holding ``dJ/dz``.
+    ``delta`` arrives holding ``dJ/da = delta_next @ W_next.T`` and leaves holding ``dJ/dz``
+    (and its bf16 copy in ``delta16_out`` when given).
     """
     if mask is not None:
         delta *= mask
@@ -109,7 +137,7 @@ def act_backward(delta, z, a, act, alpha, mask=None):
         np.multiply(delta, z > 0, out=delta)
     elif act != IDENTITY:
         delta *= activation_derivative(z, a, act, alpha)
-    return delta
+    return _with_bf16(delta, delta16_out)
 
 
 def loss_rows(z, a, y, loss):
@@ -178,9 +206,10 @@ def output_delta(z, a, y, loss, act, alpha, scale, delta_out):
     return delta_out
 
 
-def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out):
-    """:func:`output_delta` and :func:`loss_sum` in one call; returns the loss sum."""
-    output_delta(z, a, y, loss, act, alpha, scale, delta_out)
+def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out, delta16_out=None):
+    """:func:`output_delta` and :func:`loss_sum` in one call (``delta16_out = bf16(delta)``
+    when given); returns the loss sum."""
+    _with_bf16(output_delta(z, a, y, loss, act, alpha, scale, delta_out), delta16_out)
     return loss_sum(z, a, y, loss)
 
 
@@ -195,19 +224,22 @@ def add_weight_decay(dW, W, lam):
     return dW
 
 
-def sgd_update(p, g, lr):
-    """``p -= lr * g`` (``p``, ``g`` are the flat parameter and gradient vectors)."""
+def sgd_update(p, g, lr, p16_out=None):
+    """``p -= lr * g`` (``p``, ``g`` are the flat parameter and gradient vectors; every update
+    also writes ``p16_out = bf16(p)`` when given)."""
     p -= lr * g
+    _with_bf16(p, p16_out)
 
 
-def momentum_update(p, g, v, lr, mu):
+def momentum_update(p, g, v, lr, mu, p16_out=None):
     """Classical momentum: ``v = mu v - lr g; p += v``."""
     v *= mu
     v -= lr * g
     p += v
+    _with_bf16(p, p16_out)
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, t):
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, p16_out=None):
     """Adam, step ``t >= 1``: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
     ``p -= lr * m_hat / (sqrt(v_hat) + eps)`` with ``m_hat = m/(1-b1^t)``, ``v_hat = v/(1-b2^t)``.
     """
@@ -218,3 +250,4 @@ def adam_update(p, g, m, v, lr, beta1, beta2, eps, t):
     m_hat = m / (1 - beta1**t)
     v_hat = v / (1 - beta2**t)
     p -= lr * m_hat / (np.sqrt(v_hat) + eps)
+    _with_bf16(p, p16_out)

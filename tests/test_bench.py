@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import fastbp
 from fastbp import bench
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -24,7 +25,7 @@ def test_run_prints_the_table_and_writes_json_and_plot(tmp_path, capsys):
     bench.run(bench_args(*TINY, "--backends", "numpy", "--json", str(out_json),
                          "--plot", str(out_png)))
     printed = capsys.readouterr().out
-    assert "ms/step" in printed and "GEMM floor (numpy)" in printed
+    assert "ms/step" in printed and bench.floor_label("host") in printed
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads(out_json.read_text())
     assert {"fastbp", "date", "machine", "settings", "skipped", "cases"} <= set(result)
@@ -32,14 +33,15 @@ def test_run_prints_the_table_and_writes_json_and_plot(tmp_path, capsys):
     assert [c["name"] for c in result["cases"]] == ["32-16-4@8", "64-32-10@16"]
     case = result["cases"][1]
     assert case["sizes"] == [64, 32, 10] and case["batch"] == 16 and case["steps"] == 2
-    assert set(case["runners"]) == {"numpy", "GEMM floor (numpy)"}
+    numpy_blas_row = {bench.NUMPY_FLOOR} if bench.gemm_provider("host") != "numpy" else set()
+    assert set(case["runners"]) == {"numpy", bench.floor_label("host")} | numpy_blas_row
     numpy_row = case["runners"]["numpy"]
     assert len(numpy_row["ms_samples"]) == 2
     assert numpy_row["ms_min"] <= numpy_row["ms_median"] <= numpy_row["ms_max"]
     assert numpy_row["speedup_vs_numpy"] == 1.0
     assert numpy_row["gflops"] == pytest.approx(
         case["gflop_per_step"] / numpy_row["ms_median"] * 1e3, rel=1e-2)
-    assert case["runners"]["GEMM floor (numpy)"]["pct_of_floor"] == 100
+    assert case["runners"][bench.floor_label("host")]["pct_of_floor"] == 100
 
 
 def test_an_unusable_backend_is_skipped_with_its_reason(monkeypatch, tmp_path, capsys):
@@ -161,3 +163,29 @@ def test_benchmark_suites_smoke():
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " passed" in run.stdout
+
+
+def test_bf16_rows_and_the_torch_autocast_column(capsys):
+    backend = fastbp.get_backend("numpy")
+    if "bf16" not in backend.precisions:
+        pytest.skip(backend.unavailable_precisions["bf16"])
+    pytest.importorskip("torch")
+    results = bench.run(bench_args(*TINY, "--backends", "numpy", "--compare-torch", "--bf16"))
+    labels = set(results[0].ms)
+    assert {"numpy", "numpy bf16", "torch (cpu)", "torch bf16 autocast (cpu)"} <= labels
+    assert "numpy bf16" in capsys.readouterr().out
+
+
+def test_bf16_where_no_backend_offers_it_is_skipped_with_the_reason(monkeypatch, capsys):
+    from fastbp.backends import gemm
+
+    backend = fastbp.get_backend("numpy")
+    monkeypatch.setattr(backend, "gemms", gemm.select(2, mkl_path="", flags=set()))
+    results = bench.run(bench_args(*TINY, "--backends", "numpy", "--bf16"))
+    assert "numpy bf16" not in results[0].ms
+    assert "skipped numpy bf16: this CPU lacks bf16" in capsys.readouterr().out
+
+
+def test_bf16_needs_float32():
+    with pytest.raises(ValueError, match="--bf16.*float64"):
+        bench.run(bench_args(*TINY, "--backends", "numpy", "--bf16", "--dtype", "float64"))

@@ -252,27 +252,33 @@ FLOAT64_ACCUMULATORS = {"_loss_rows", "_delta_loss_rows"}
 
 
 def float32_args(name):
-    """Float32 arguments of the right kinds for kernel ``name`` (tiny shapes)."""
+    """Float32 arguments of the right kinds for kernel ``name`` (tiny shapes; the bf16 copies
+    are written too, so their code is checked as well)."""
     m, v = np.ones((2, 3), np.float32), np.ones(3, np.float32)
+    m16, v16 = np.ones((2, 3), np.uint16), np.ones(3, np.uint16)
     y = np.eye(3, dtype=np.float32)[[0, 2]]
     return {
-        "_bias_act_rows": (m, v, codes.TANH, 0.1, m.copy()),
-        "_act_backward_rows": (m, m.copy(), codes.ELU, 0.1, m.copy()),
+        "_bias_act_rows": (m, v, codes.TANH, 0.1, m.copy(), m16),
+        "_act_backward_rows": (m, m.copy(), codes.ELU, 0.1, m.copy(), m16),
         "_delta_rows": (m, m.copy(), y, cpu.SOFTMAX_JVP, codes.SOFTMAX, 0.0, 0.5, m.copy()),
         "_loss_rows": (m, m.copy(), y, codes.CROSS_ENTROPY),
         "_delta_loss_rows": (m, m.copy(), y, codes.HINGE, cpu.HINGE_MARGINS, codes.IDENTITY,
-                             0.0, 0.5, m.copy()),
+                             0.0, 0.5, m.copy(), m16),
         "_column_sums": (m, 16, v),
         "_axpy_rows": (m, m.copy(), 0.1),
-        "_sgd": (v, v.copy(), 0.1),
-        "_momentum": (v, v.copy(), v.copy(), 0.1, 0.9),
-        "_adam": (v, v.copy(), v.copy(), v.copy(), 1e-3, 0.9, 0.1, 0.999, 1e-3, 1e-8, 0.1, 1e-3),
+        "_sgd": (v, v.copy(), 0.1, v16),
+        "_momentum": (v, v.copy(), v.copy(), 0.1, 0.9, v16),
+        "_adam": (v, v.copy(), v.copy(), v.copy(), 1e-3, 0.9, 0.1, 0.999, 1e-3, 1e-8, 0.1, 1e-3,
+                  v16),
+        "_bf16_rows": (m, m16),
+        "_bf16_flat": (v, v16),
     }[name]
 
 
 @pytest.mark.parametrize("name", ["_bias_act_rows", "_act_backward_rows", "_delta_rows",
                                   "_loss_rows", "_delta_loss_rows", "_column_sums",
-                                  "_axpy_rows", "_sgd", "_momentum", "_adam"])
+                                  "_axpy_rows", "_sgd", "_momentum", "_adam", "_bf16_rows",
+                                  "_bf16_flat"])
 def test_float32_kernels_compute_in_float32(name):
     """Python-float hyper-parameters must not promote a float32 loop to float64.
 

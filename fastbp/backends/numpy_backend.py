@@ -1,18 +1,32 @@
-"""The reference backend: plain NumPy, the spec every other backend must match."""
+"""The reference backend: plain NumPy, the spec every other backend must match.
+
+Its GEMMs come from the provider :func:`fastbp.backends.gemm.select` picks when the backend is
+made (NumPy's BLAS, or MKL where installed); ``precision="bf16"`` runs them on bf16 operands
+(:mod:`fastbp.backends.mixed`).
+"""
 
 import numpy as np
 
 from .. import kernels
 from ..backend import KernelBackend
 from ..kernels import reference
+from . import gemm
+from .mixed import Bf16Copies, MixedPrecisionOps
 
 
-class NumpyBackend(KernelBackend):
-    """NumPy arrays, BLAS GEMMs through ``np.matmul(out=)``, reference kernels in place."""
+class NumpyBackend(MixedPrecisionOps, KernelBackend):
+    """NumPy arrays, GEMMs by the chosen provider, reference kernels in place."""
 
     name = "numpy"
     xp = np
     kernels = reference
+
+    def __init__(self):
+        self.gemms = gemm.select(gemm.cores())
+        self.bf16_copies = Bf16Copies()
+
+    def matmul(self, a, b, out):
+        return self.gemms.fp32.matmul(a, b, out)
 
     def to_numpy(self, x):
         return np.asarray(x)
@@ -30,4 +44,5 @@ class NumpyBackend(KernelBackend):
         return out
 
     def describe(self):
-        return {"numpy": np.__version__, "kernels": kernels.__name__ + ".reference"}
+        return {"numpy": np.__version__, "kernels": kernels.__name__ + ".reference",
+                **self.gemms.describe()}

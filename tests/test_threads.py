@@ -1,0 +1,108 @@
+"""Thread pools that never fight: the Numba loops never run on a libgomp that spins.
+
+Timing is for ``benchmarks/``; these tests check that the mechanism is in force, in fresh
+processes (the threading layer is chosen once per process), with PyTorch imported first.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from fastbp.kernels import cpu
+
+pytest.importorskip("numba")
+
+#: trains a few steps and prints what decided the threads
+SCRIPT = """
+import json, sys
+{first}
+import numpy as np
+import fastbp
+from fastbp.backends import threads
+from fastbp.kernels import cpu
+net = fastbp.MLP([32, 1024, 10], backend="numba", seed=0)
+rng = np.random.default_rng(0)
+net.fit(rng.standard_normal((1024, 32)), rng.integers(0, 10, 1024), epochs=1, batch_size=512,
+        verbose=0)
+import numba
+print(json.dumps({{"plan": net.backend.thread_plan.as_dict(), "running": numba.threading_layer(),
+                  "libgomp_first": cpu.GOMP_STATE.loaded_early, "parallel": cpu.PARALLEL_ENABLED,
+                  "torch": "torch" in sys.modules}}))
+"""
+
+
+def run(first="", **env):
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    environ.update(env)
+    done = subprocess.run([sys.executable, "-c", SCRIPT.format(first=first)], env=environ,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_with_torch_imported_first_the_loops_run_on_threads_that_sleep():
+    pytest.importorskip("torch")
+    info = run("import torch")
+    assert info["torch"] and info["libgomp_first"]  # the trap is set: torch's libgomp is loaded
+    assert info["running"] == info["plan"]["threading_layer"] == "workqueue"
+    assert info["parallel"]
+
+
+def test_without_torch_the_same_layer_is_chosen():
+    info = run()
+    assert info["running"] == "workqueue" and info["parallel"]
+    assert "fastbp chose workqueue" in info["plan"]["threads_reason"]
+
+
+def test_the_users_layer_is_kept():
+    info = run(NUMBA_THREADING_LAYER="workqueue")
+    assert info["running"] == "workqueue" and "NUMBA_THREADING_LAYER" in \
+        info["plan"]["threads_reason"]
+
+
+def test_omp_on_a_libgomp_torch_started_runs_the_loops_serially():
+    """The user insists on OpenMP after torch started libgomp without a passive policy: the
+    loops must not run on its spinning threads."""
+    pytest.importorskip("torch")
+    info = run("import torch", NUMBA_THREADING_LAYER="omp")
+    assert not info["parallel"] and "spins" in info["plan"]["threads_reason"]
+
+
+def test_omp_with_the_users_wait_policy_stays_parallel():
+    pytest.importorskip("torch")
+    info = run("import torch", NUMBA_THREADING_LAYER="omp", OMP_WAIT_POLICY="PASSIVE")
+    assert info["running"] == "omp" and info["parallel"]
+
+
+@pytest.mark.parametrize("path, shared", [
+    ("/site-packages/torch/lib/libgomp.so.1", True),
+    ("/usr/lib/x86_64-linux-gnu/libgomp.so.1.0.0", True),
+    ("/site-packages/scikit_learn.libs/libgomp-a34b3233.so.1.0.0", False),
+])
+def test_only_an_unrenamed_libgomp_counts_as_shared(path, shared):
+    assert bool(cpu.SHARED_LIBGOMP.search(path)) is shared
+
+
+def test_mkl_with_torch_imported_first_threads_on_tbb_and_multiplies_right():
+    """MKL left alone would thread on torch's spinning libgomp, and its own OpenMP computes
+    wrong products beside it: the provider must thread it on oneTBB."""
+    pytest.importorskip("torch")
+    from fastbp.backends import gemm
+
+    if not gemm.find_mkl():
+        pytest.skip("MKL is not installed (pip install 'fastbp[mkl]')")
+    script = ("import torch, numpy as np\n"
+              "from fastbp.backends import gemm\n"
+              "g = gemm.MklGemm(gemm.find_mkl(), 2)\n"
+              "a = np.ones((512, 512), np.float32); out = np.empty_like(a)\n"
+              "g.matmul(a, a, out)\n"
+              "maps = open('/proc/self/maps').read()\n"
+              "print(bool((out == 512).all()), g.threading, 'mkl_gnu_thread' in maps)\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-4:] == ["True", "oneTBB", "threads", "False"]
