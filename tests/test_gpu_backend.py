@@ -273,10 +273,10 @@ def test_learns_xor(gpu_backend):
 def test_learns_a_digits_subset(gpu_backend, precision, monkeypatch):
     """bf16 GEMM operands, float32 accumulation and master weights, learn as well."""
     pytest.importorskip("sklearn")
-    from fastbp import train as training
+    from fastbp import fit_options
 
-    if precision not in training.PRECISIONS:  # the CPU side of bf16 adds it (issue 14)
-        monkeypatch.setattr(training, "PRECISIONS", (*training.PRECISIONS, precision))
+    if precision not in fit_options.PRECISIONS:  # the CPU side of bf16 adds it (issue 14)
+        monkeypatch.setattr(fit_options, "PRECISIONS", (*fit_options.PRECISIONS, precision))
     digits = load("digits")
     order = np.random.default_rng(0).permutation(len(digits.y))
     train, test = order[:300], order[300:600]
