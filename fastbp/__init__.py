@@ -8,9 +8,10 @@
 from . import data
 from .backend import available_backends, get_backend
 from .gradcheck import gradient_check
+from .history import History
 from .io import load
 from .model import MLP, flatten_params, unflatten_params
-from .train import History
+from . import train  # noqa: F401  (fastbp.train.fit: the documented entry point)
 
 __version__ = "0.1.0"
 

@@ -1,6 +1,6 @@
 """Callbacks: code that runs at the edges of every epoch, sees the training run and steers it.
 
-A callback receives the run (the :class:`~fastbp.train.Trainer`): ``run.net`` (the model),
+A callback receives the run (the :class:`~fastbp.trainer.Trainer`): ``run.net`` (the model),
 ``run.history``, ``run.lr`` (read it, or assign it to change the learning rate from the next
 step on), ``run.initial_lr``, ``run.epochs_done``, ``run.samples_seen`` and
 ``run.keep_best(epoch)`` (remember the current weights; they are restored when training ends).

@@ -13,7 +13,7 @@ so a run resumed from it ends bit-identical to one that was never interrupted:
 
 Resume continues the same run, or refuses: the fingerprint (a digest of the training and
 validation data, and every fit option that changes the trajectory, taken generically from
-:class:`~fastbp.train.FitOptions`) and the model config must match, naming what differs.
+:class:`~fastbp.fit_options.FitOptions`) and the model config must match, naming what differs.
 ``resume="new_lr"`` is the one override: it continues with this fit's learning rate.
 A checkpoint is read and validated in full into a :class:`Saved` before anything changes;
 :func:`restore` then commits it, so a refused or corrupt checkpoint leaves the model as it was.
@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .files import FileFormatError, atomic_savez, read_savez
+from .history import History
 
 FORMAT = "fastbp-checkpoint"
 VERSION = 2
@@ -317,9 +318,7 @@ def check_rng_state(path, state, rng) -> dict:
 
 
 def check_history(path, history, epochs) -> dict:
-    """The saved history: the fields of :class:`~fastbp.train.History`, one entry per epoch."""
-    from .train import History
-
+    """The saved history: the fields of :class:`~fastbp.history.History`, one entry per epoch."""
     fields = {f.name for f in dataclasses.fields(History)}
     lists = {"epoch", "train_loss", "val_loss", "val_score", "seconds"} & fields
     ok = set(history) == fields and all(

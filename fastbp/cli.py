@@ -36,7 +36,7 @@ from .losses import LOSSES
 from .memory import check_fits
 from .optim import OPTIMIZERS
 from .preprocess import PREPROCESSORS
-from .train import check_options
+from .fit_options import check_options
 
 #: output activation and loss for each kind of task, unless --output / --loss say otherwise
 TASK_DEFAULTS = {
@@ -208,7 +208,7 @@ def add_header_flag(p):
 
 
 def fit_options(args) -> dict:
-    """The options of :func:`fastbp.train.check_options` that the flags give."""
+    """The options of :func:`fastbp.fit_options.check_options` that the flags give."""
     return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 optimizer=args.optimizer, momentum=args.momentum,
                 weight_decay=args.weight_decay, dropout=args.dropout,

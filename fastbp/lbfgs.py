@@ -3,14 +3,21 @@
 Full batch and deterministic (no dropout): SciPy's L-BFGS-B drives the iterations on the host
 in float64, and each evaluation of ``J(theta)`` and ``dJ/dtheta`` is one forward and one
 backward pass of the network on its backend, with the data already on the device.
+:class:`LbfgsTrainer` is what ``fit(optimizer='lbfgs')`` runs: the minibatch trainer's
+validation, history and callbacks around :func:`lbfgs_minimize`, one History entry per
+iteration.
 """
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from . import checks
+from .history import History, format_logs
 from .model import flatten_params, unflatten_params
+from .trainer import Trainer
 from .weights import weighted_loss_sum
 
 INSTALL_HINT = "pip install scipy (or pip install 'fastbp[lbfgs]')"
@@ -84,3 +91,33 @@ def iteration_callback(callback):
             raise StopIteration
 
     return hook
+
+
+class LbfgsTrainer(Trainer):
+    """Full-batch L-BFGS on the flat parameter vector (SciPy drives; the backend evaluates
+    ``J`` and ``dJ/dtheta``); one History entry per iteration."""
+
+    def make_optimizer(self):
+        return None  # SciPy's L-BFGS-B keeps its own state
+
+    def run(self, checkpoint=None, resume=False) -> History:
+        self.start = time.perf_counter()
+        self.epoch_offset = 0
+        self.callbacks = self.make_callbacks()
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        lbfgs_minimize(self.net, self.X, self.Y, self.opts.weight_decay,
+                       max_iter=self.opts.epochs, callback=self.iteration,
+                       weights=self.weights)
+        if self.best is not None:
+            self.backend.copy(self.best, self.net.params)
+        return self.history
+
+    def iteration(self, iteration, logs) -> bool:
+        """After each L-BFGS iteration: validate, record, print, early-stop or callbacks."""
+        logs = {**logs, **self.validate(), "seconds": time.perf_counter() - self.start}
+        self.start = time.perf_counter()
+        self.record(iteration, logs)
+        if self.opts.verbose:
+            print(format_logs(iteration, self.opts.epochs, logs, self.net.task))
+        return self.should_stop(iteration, logs)

@@ -82,7 +82,8 @@ class MLP:
         self.rng = initialisers.make_rng(seed)
         self.preprocessor = None
         self._guard = UseGuard()
-        #: the optimizer and counts a continued fit picks up (:class:`fastbp.train.TrainingState`)
+        #: the optimizer and counts a continued fit picks up
+        #: (:class:`fastbp.trainer.TrainingState`)
         self.training_state = None
         #: whether preprocess="auto" has chosen (at the first fit, or in the file it came from)
         self.auto_decided = False

@@ -192,7 +192,7 @@ def test_device_arrays_are_used_in_place(gpu_backend, monkeypatch):
     device arrays are NumPy arrays, so every host conversion is counted (none may happen) and
     the arrays the first layer and the trainer see must be the caller's memory.
     (Unverified on a real GPU until this runs on one.)"""
-    from fastbp import train
+    from fastbp import trainer
 
     X_dev = gpu_backend.asarray(X, np.float32)
     Y_dev = gpu_backend.asarray(np.eye(2)[y], np.float32)
@@ -201,8 +201,8 @@ def test_device_arrays_are_used_in_place(gpu_backend, monkeypatch):
     monkeypatch.setattr(arrays, "host_array",
                         lambda x, name: host_copies.append(name) or original(x, name))
     placed = []
-    place_data = train.Trainer.place_data
-    monkeypatch.setattr(train.Trainer, "place_data",
+    place_data = trainer.Trainer.place_data
+    monkeypatch.setattr(trainer.Trainer, "place_data",
                         lambda self, A, B: placed.append(place_data(self, A, B)) or placed[-1])
     net = fastbp.MLP([3, 4, 2], seed=1, backend=gpu_backend)
     first_inputs = []

@@ -5,7 +5,8 @@ import pathlib
 
 import pytest
 
-NETWORK_MODULES = ["model.py", "layers.py", "train.py", "optim.py"]
+NETWORK_MODULES = ["model.py", "layers.py", "train.py", "trainer.py", "data_parallel.py",
+                   "fit_options.py", "history.py", "optim.py"]
 FORBIDDEN = {"numpy", "numba", "cupy", "torch", "scipy"}
 PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "fastbp"
 

@@ -11,6 +11,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastbp
 from fastbp import checkpoint as checkpoints
+from fastbp import fit_options
 from fastbp.files import FileFormatError
 
 RNG = np.random.default_rng(0)
@@ -127,7 +128,7 @@ def mid_epoch_checkpoint(tmp_path, monkeypatch):
         trainers.append(trainer)
         checkpoints.save(p, trainer, position)
 
-    monkeypatch.setattr(fastbp.train, "checkpoint_save", spy)
+    monkeypatch.setattr("fastbp.trainer.checkpoint_save", spy)
     net().fit(X, Y, checkpoint=path, callbacks=[lambda e, _: e == 1], **OPTIONS)
     order = np.random.default_rng(5).permutation(60)
     checkpoints.save(path, trainers[-1], checkpoints.Position(1, 32, order, 1.5))
@@ -236,7 +237,7 @@ def test_resume_needs_a_valid_mode_and_a_writable_checkpoint(tmp_path):
 
 
 def test_the_fingerprint_covers_every_fit_option_but_the_listed_ones():
-    opts = fastbp.train.check_options(**OPTIONS)
+    opts = fit_options.check_options(**OPTIONS)
     fingerprint = checkpoints.fingerprint(opts, X, Y, None)
     import dataclasses
 

@@ -1,0 +1,48 @@
+"""What a fit returns: the :class:`History`, one entry per finished epoch (or L-BFGS
+iteration), and the line printed for each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class History:
+    """What happened, one entry per finished epoch."""
+
+    epoch: list = field(default_factory=list)
+    train_loss: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_score: list = field(default_factory=list)  # accuracy, or R^2 for regression
+    seconds: list = field(default_factory=list)
+    lr: list = field(default_factory=list)  # the learning rate each epoch ran with
+    metrics: dict = field(default_factory=dict)  # "val_<metric>" -> one value per epoch
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def val_accuracy(self) -> list:
+        """The validation accuracy per epoch (R^2 for a regression network)."""
+        return self.val_score
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    def plot(self, path):
+        """Training and validation cost per epoch on one figure, the best epoch marked."""
+        from .plots import plot_history
+
+        plot_history(self, path)
+
+    def __len__(self):
+        return len(self.epoch)
+
+
+def format_logs(epoch, epochs, logs, task) -> str:
+    """``epoch  3/20  loss 0.1234  val_loss 0.2345  val_acc 0.9700  0.12s``"""
+    parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}", f"loss {logs['loss']:.4f}"]
+    if "val_loss" in logs:
+        score = "val_r2" if task == "regression" else "val_acc"
+        parts += [f"val_loss {logs['val_loss']:.4f}", f"{score} {logs['val_score']:.4f}"]
+    parts.append(f"{logs['seconds']:.2f}s")
+    return "  ".join(parts)
