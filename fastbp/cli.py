@@ -438,6 +438,7 @@ def main(argv=None) -> int:
     parser, args = build_parser(), None
     try:
         args = parser.parse_args(argv)
+        check_single_values(parser, args)
         COMMANDS[args.command](args)
     except CliError as exc:
         print(exc, file=sys.stderr)
@@ -451,6 +452,17 @@ def main(argv=None) -> int:
         print(f"fastbp: interrupted{checkpoint_note(args)}", file=sys.stderr)
         return 130
     return 0
+
+
+def check_single_values(parser, args):
+    """Every one-value flag holds one value. argparse drops a bare ``--`` given as a value
+    (``--activation=--``) and leaves an empty list behind instead of refusing it."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for action in sub.choices[args.command]._actions:
+        if action.nargs is None and action.option_strings \
+                and getattr(args, action.dest, None) == []:
+            raise CliError(f"fastbp {args.command}: error: argument "
+                           f"{'/'.join(action.option_strings)}: expected one value")
 
 
 def one_line(exc) -> str:

@@ -154,3 +154,10 @@ def test_ctrl_c_says_where_the_checkpoint_went(tmp_path):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert f"checkpoint written to {ckpt}" in err and "--resume" in err
+
+
+@pytest.mark.parametrize("flag", ["--activation", "--hidden", "--epochs", "--target"])
+def test_a_bare_double_dash_as_a_value_is_one_clear_error(capsys, flag):
+    """argparse drops ``--`` given as a value and leaves an empty list (found by hypothesis)."""
+    code, err = run_main(["train", f"{flag}=--"], capsys)
+    assert code == 2 and err.strip() == f"fastbp train: error: argument {flag}: expected one value"
