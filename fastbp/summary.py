@@ -16,14 +16,24 @@ def summary(net) -> str:
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     line = "  ".join("-" * w for w in widths)
     text = [format_row(table[0], widths), line] + [format_row(r, widths) for r in table[1:]]
-    pre = net.config["preprocess"]
-    fitted = "" if pre is None else (" (fitted)" if net.preprocessor is not None
-                                     else " (fitted at the first fit)")
-    text += [line, f"input: {net.sizes[0]} features; preprocessing: {pre or 'none'}{fitted}",
+    text += [line, f"input: {net.sizes[0]} features; preprocessing: {preprocessing(net)}",
              f"loss: {net.loss_fn.name} ({net.task}); backend: {net.backend.name}; "
              f"dtype: {net.dtype}",
              f"total parameters: {net.n_params:,}"]
     return "\n".join(text)
+
+
+def preprocessing(net) -> str:
+    """``standardize (fitted)``, ``auto: none chosen``, ``zca (fitted at the first fit)``..."""
+    name = net.config["preprocess"]
+    if name is None:
+        return "none"
+    if net.preprocessor is not None:
+        kind = type(net.preprocessor).__name__.lower()
+        return f"{name}: {kind} (fitted)" if name == "auto" else f"{name} (fitted)"
+    if name == "auto" and net.auto_decided:
+        return "auto: none chosen (the features are well scaled)"
+    return f"{name} (fitted at the first fit)"
 
 
 def rows(net) -> list[tuple[str, str, str, str]]:

@@ -259,3 +259,17 @@ def test_summary_lists_layers_shapes_and_counts():
     assert "zca (fitted at the first fit)" in text
     assert "backend: numpy; dtype: float32" in text
     assert f"total parameters: {net.n_params}" in text
+
+
+def test_summary_says_what_preprocess_auto_chose():
+    rng = np.random.default_rng(0)
+    scaled, raw = rng.normal(size=(30, 3)), rng.normal(size=(30, 3)) * [1, 100, 1e4]
+    y = rng.integers(0, 2, 30)
+    lines = []
+    for X in (scaled, raw):
+        net = fastbp.MLP([3, 4, 2], backend="numpy", seed=0)
+        assert "auto (fitted at the first fit)" in net.summary()
+        net.fit(X, y, epochs=1, verbose=0)
+        lines.append(net.summary().splitlines()[-3])
+    assert lines[0].endswith("auto: none chosen (the features are well scaled)")
+    assert lines[1].endswith("auto: standardizer (fitted)")
