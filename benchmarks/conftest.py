@@ -21,7 +21,8 @@ from functools import cache
 import pytest
 
 import fastbp
-from fastbp import bench
+from fastbp.bench.cases import SIMULATORS
+from fastbp.bench.floor import device_of, floor_backend, run_gemms, step_gemms
 
 CONFIGS = ("small", "mid")
 LARGE_CONFIGS = ("large", "xlarge")
@@ -38,9 +39,9 @@ def pytest_addoption(parser):
 def config_backend_pairs(pytest_config) -> list[tuple[str, str]]:
     """``(config, backend)`` to time; xlarge only on GPU backends."""
     configs = CONFIGS + (LARGE_CONFIGS if pytest_config.getoption("--bench-large") else ())
-    backends = [n for n in fastbp.available_backends() if n not in bench.SIMULATORS]
+    backends = [n for n in fastbp.available_backends() if n not in SIMULATORS]
     return [(c, b) for c in configs for b in backends
-            if c != "xlarge" or bench.device_of(fastbp.get_backend(b)) == "gpu"]
+            if c != "xlarge" or device_of(fastbp.get_backend(b)) == "gpu"]
 
 
 def pytest_generate_tests(metafunc):
@@ -59,7 +60,7 @@ def record(benchmark, backend, config, backend_name):
     """``record(flop=, nbytes=, floor=, floor_times=1)``: after the benchmark ran, GFLOP/s
     (``flop`` per call), GB/s (``nbytes`` moved per call) and the fraction of the GEMM floor
     into ``extra_info``; ``floor`` is ``(sizes, batch, kinds)``, the arguments of
-    ``bench.step_gemms`` that give the call's GEMMs, run ``floor_times`` times per call."""
+    ``step_gemms`` that give the call's GEMMs, run ``floor_times`` times per call."""
     def write(flop=None, nbytes=None, floor=None, floor_times=1):
         benchmark.extra_info.update(config=config, backend=backend_name)
         if benchmark.stats is None:  # --benchmark-disable: nothing was timed
@@ -70,25 +71,25 @@ def record(benchmark, backend, config, backend_name):
         if nbytes:
             benchmark.extra_info["gb_per_s"] = round(nbytes / median / 1e9, 2)
         if floor:
-            seconds = floor_seconds(bench.floor_backend(backend).name, *floor)
+            seconds = floor_seconds(floor_backend(backend).name, *floor)
             benchmark.extra_info["floor_fraction"] = round(floor_times * seconds / median, 3)
     return write
 
 
 @cache
 def floor_seconds(floor_backend_name, sizes, batch, kinds) -> float:
-    """Seconds of ``bench.step_gemms(sizes, batch, kinds)`` alone on the floor backend: the
+    """Seconds of ``step_gemms(sizes, batch, kinds)`` alone on the floor backend: the
     fastest of :data:`FLOOR_TRIALS` timings, each repeating them long enough to read a clock."""
     be = fastbp.get_backend(floor_backend_name)
-    gemms = bench.step_gemms(be, sizes, batch, "float32", kinds)
-    bench.run_gemms(be, gemms)  # warm up
+    gemms = step_gemms(be, sizes, batch, "float32", kinds)
+    run_gemms(be, gemms)  # warm up
     start = time.perf_counter()
-    bench.run_gemms(be, gemms)
+    run_gemms(be, gemms)
     times = max(1, int(FLOOR_MIN_SECONDS / max(time.perf_counter() - start, 1e-9)))
     best = float("inf")
     for _ in range(FLOOR_TRIALS):
         start = time.perf_counter()
-        bench.run_gemms(be, gemms, times)
+        run_gemms(be, gemms, times)
         best = min(best, (time.perf_counter() - start) / times)
     return best
 

@@ -23,7 +23,8 @@ import sys, json
 if sys.argv[1] == "torch":
     import torch
 import numpy as np
-from fastbp.bench import CONFIGS, Case, backend_runner, default_steps, synthetic_data
+from fastbp.bench.cases import CONFIGS, Case, default_steps
+from fastbp.bench.runners import backend_runner, synthetic_data
 sizes, batch = CONFIGS[sys.argv[2]]
 case = Case(sys.argv[2], sizes, batch, default_steps(sizes, batch))
 run = backend_runner("numba", "float32").make(case, synthetic_data(case, "float32"))

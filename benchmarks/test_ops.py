@@ -21,8 +21,9 @@ and besides them:
 import numpy as np
 import pytest
 
-from fastbp import bench
 from fastbp.activations import make_activation
+from fastbp.bench.cases import CONFIGS
+from fastbp.bench.floor import GEMM_KINDS, gemm_flops, run_gemms, step_gemms
 from fastbp.losses import LOSSES
 from fastbp.optim import make_optimizer
 
@@ -51,15 +52,15 @@ def synchronized(backend, op, *args):
 
 def second_layer(config):
     """``(N, n_1, n_2)`` of the config's second layer."""
-    sizes, batch = bench.CONFIGS[config]
+    sizes, batch = CONFIGS[config]
     return batch, sizes[1], sizes[2]
 
 
 def test_gemm(timed, record, config, backend):
-    sizes, batch = bench.CONFIGS[config]
-    gemms = bench.step_gemms(backend, sizes, batch, "float32")
-    timed(f"gemm[{config}]", lambda: bench.run_gemms(backend, gemms))
-    record(flop=bench.gemm_flops(gemms), floor=(sizes, batch, bench.GEMM_KINDS))
+    sizes, batch = CONFIGS[config]
+    gemms = step_gemms(backend, sizes, batch, "float32")
+    timed(f"gemm[{config}]", lambda: run_gemms(backend, gemms))
+    record(flop=gemm_flops(gemms), floor=(sizes, batch, GEMM_KINDS))
 
 
 def test_linear_forward(timed, record, config, backend):
@@ -78,7 +79,7 @@ def test_backprop_delta(timed, record, config, backend):
     timed(f"backprop_delta[{config}]", synchronized(
         backend, backend.backprop_delta, draw(backend, N, n2), draw(backend, n1, n2), z1, a1,
         RELU, 0.0, backend.empty((N, n1), np.float32)))
-    sizes, _ = bench.CONFIGS[config]
+    sizes, _ = CONFIGS[config]
     record(flop=2 * N * n1 * n2, floor=(sizes[:3], N, ("delta",)))
 
 
@@ -92,7 +93,7 @@ def test_weight_grads(timed, record, config, backend):
 
 
 def test_output_delta_loss(timed, record, config, backend):
-    sizes, N = bench.CONFIGS[config]
+    sizes, N = CONFIGS[config]
     rng = np.random.default_rng(0)
     z = rng.standard_normal((N, sizes[-1])).astype(np.float32)
     a = np.exp(z - z.max(axis=1, keepdims=True))
@@ -108,7 +109,7 @@ def test_output_delta_loss(timed, record, config, backend):
 
 @pytest.mark.parametrize("optimizer", list(UPDATE_VECTORS))
 def test_update(timed, record, config, backend, optimizer):
-    sizes, _ = bench.CONFIGS[config]
+    sizes, _ = CONFIGS[config]
     n_params = sum((n_in + 1) * n_out for n_in, n_out in zip(sizes[:-1], sizes[1:]))
     opt = make_optimizer(optimizer, backend, n_params, "float32", 1e-6, 0.9)
     params, grads = draw(backend, n_params), draw(backend, n_params, seed=1)

@@ -4,19 +4,21 @@ layers, softmax + cross-entropy, plain SGD; the network and data of ``fastbp ben
 - ``step[config]``: one training step as ``fit`` runs it -- ``forward_device``,
   ``backward_device``, the SGD update -- through the backend's step runner (a CUDA-graph replay
   on cupy) on a fixed batch, then ``synchronize()``;
-- ``epoch[config]``: one call ``MLP.fit(X, y, epochs=1)`` over ``bench.default_steps`` batches,
-  shuffle off, as a user calls it (checking and placing the data included), then
+- ``epoch[config]``: one call ``MLP.fit(X, y, epochs=1)`` over ``bench.cases.default_steps``
+  batches, shuffle off, as a user calls it (checking and placing the data included), then
   ``synchronize()``.
 
 ``extra_info``: ``gflops`` (``6 N sum n_in n_out`` per step) and ``floor_fraction``, the step's
-GEMMs alone (``bench.step_gemms``) over the step (per epoch: over the epoch's steps).
+GEMMs alone (``bench.floor.step_gemms``) over the step (per epoch: over the epoch's steps).
 """
 
 import numpy as np
 import pytest
 
 import fastbp
-from fastbp import bench
+from fastbp.bench.cases import CONFIGS, LR, Case, default_steps, step_flops
+from fastbp.bench.floor import GEMM_KINDS
+from fastbp.bench.runners import synthetic_data
 from fastbp.optim import make_optimizer
 
 pytest.importorskip("pytest_benchmark")
@@ -26,7 +28,7 @@ EPOCH_ROUNDS = 5
 
 
 def make_net(config, backend):
-    sizes, batch = bench.CONFIGS[config]
+    sizes, batch = CONFIGS[config]
     return fastbp.MLP(list(sizes), activation="relu", output="softmax", loss="cross_entropy",
                       backend=backend, dtype="float32", seed=0), sizes, batch
 
@@ -37,7 +39,7 @@ def test_step(timed, record, config, backend):
     Xb = backend.asarray(rng.standard_normal((batch, sizes[0])).astype(np.float32))
     Yb = backend.asarray(np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)])
     loss_acc = backend.zeros((1,), np.float32)
-    optimizer = make_optimizer("sgd", backend, net.n_params, "float32", bench.LR, 0.0)
+    optimizer = make_optimizer("sgd", backend, net.n_params, "float32", LR, 0.0)
 
     def compute():
         net.forward_device(Xb, training=True)
@@ -51,14 +53,14 @@ def test_step(timed, record, config, backend):
         backend.synchronize()
 
     timed(f"step[{config}]", step)
-    record(flop=bench.step_flops(sizes, batch), floor=(sizes, batch, bench.GEMM_KINDS))
+    record(flop=step_flops(sizes, batch), floor=(sizes, batch, GEMM_KINDS))
 
 
 def test_epoch(benchmark, record, config, backend):
     net, sizes, batch = make_net(config, backend)
-    case = bench.Case(config, sizes, batch, bench.default_steps(sizes, batch))
-    X, y = bench.synthetic_data(case, np.float32)
-    options = dict(epochs=1, batch_size=batch, lr=bench.LR, optimizer="sgd", shuffle=False,
+    case = Case(config, sizes, batch, default_steps(sizes, batch))
+    X, y = synthetic_data(case, np.float32)
+    options = dict(epochs=1, batch_size=batch, lr=LR, optimizer="sgd", shuffle=False,
                    verbose=0)
 
     def epoch():
@@ -68,5 +70,5 @@ def test_epoch(benchmark, record, config, backend):
     benchmark.group = f"epoch[{config}]"
     benchmark.extra_info["steps"] = case.steps
     benchmark.pedantic(epoch, rounds=EPOCH_ROUNDS, warmup_rounds=1)
-    record(flop=bench.step_flops(sizes, batch) * case.steps,
-           floor=(sizes, batch, bench.GEMM_KINDS), floor_times=case.steps)
+    record(flop=step_flops(sizes, batch) * case.steps,
+           floor=(sizes, batch, GEMM_KINDS), floor_times=case.steps)

@@ -2,6 +2,7 @@
 pytest-benchmark suites so that they cannot rot."""
 
 import argparse
+import importlib.util
 import json
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 
 import fastbp
 from fastbp import bench
+from fastbp.bench import cases, floor, measure, runners
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--configs", "32-16-4@8,64-32-10@16", "--steps", "2", "--repeats", "2"]
@@ -25,7 +27,7 @@ def test_run_prints_the_table_and_writes_json_and_plot(tmp_path, capsys):
     bench.run(bench_args(*TINY, "--backends", "numpy", "--json", str(out_json),
                          "--plot", str(out_png)))
     printed = capsys.readouterr().out
-    assert "ms/step" in printed and bench.floor_label("host") in printed
+    assert "ms/step" in printed and floor.floor_label("host") in printed
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     result = json.loads(out_json.read_text())
     assert {"fastbp", "date", "machine", "settings", "skipped", "cases"} <= set(result)
@@ -33,20 +35,20 @@ def test_run_prints_the_table_and_writes_json_and_plot(tmp_path, capsys):
     assert [c["name"] for c in result["cases"]] == ["32-16-4@8", "64-32-10@16"]
     case = result["cases"][1]
     assert case["sizes"] == [64, 32, 10] and case["batch"] == 16 and case["steps"] == 2
-    numpy_blas_row = {bench.NUMPY_FLOOR} if bench.gemm_provider("host") != "numpy" else set()
-    assert set(case["runners"]) == {"numpy", bench.floor_label("host")} | numpy_blas_row
+    numpy_blas_row = {floor.NUMPY_FLOOR} if floor.gemm_provider("host") != "numpy" else set()
+    assert set(case["runners"]) == {"numpy", floor.floor_label("host")} | numpy_blas_row
     numpy_row = case["runners"]["numpy"]
     assert len(numpy_row["ms_samples"]) == 2
     assert numpy_row["ms_min"] <= numpy_row["ms_median"] <= numpy_row["ms_max"]
     assert numpy_row["speedup_vs_numpy"] == 1.0
     assert numpy_row["gflops"] == pytest.approx(
         case["gflop_per_step"] / numpy_row["ms_median"] * 1e3, rel=1e-2)
-    assert case["runners"][bench.floor_label("host")]["pct_of_floor"] == 100
+    assert case["runners"][floor.floor_label("host")]["pct_of_floor"] == 100
 
 
 def test_an_unusable_backend_is_skipped_with_its_reason(monkeypatch, tmp_path, capsys):
-    real_probe = bench.probe
-    monkeypatch.setattr(bench, "probe", lambda name: (False, "no such device here")
+    real_probe = cases.probe
+    monkeypatch.setattr(cases, "probe", lambda name: (False, "no such device here")
                         if name == "numba" else real_probe(name))
     out_json = tmp_path / "b.json"
     bench.run(bench_args(*TINY, "--backends", "numpy,numba", "--json", str(out_json)))
@@ -57,7 +59,7 @@ def test_an_unusable_backend_is_skipped_with_its_reason(monkeypatch, tmp_path, c
 
 
 def test_nothing_usable_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(bench, "probe", lambda name: (False, "unplugged"))
+    monkeypatch.setattr(cases, "probe", lambda name: (False, "unplugged"))
     with pytest.raises(RuntimeError, match="no backend left to time: numpy: unplugged"):
         bench.run(bench_args(*TINY, "--backends", "numpy"))
 
@@ -100,36 +102,36 @@ def test_rounds_take_turns_and_the_warmup_is_not_counted():
     def runner(label):
         def make(case, data):
             return lambda: calls.append(label) or 0.002  # seconds per round of 2 steps
-        return bench.Runner(label, "host", "backend", make)
+        return runners.Runner(label, "host", "backend", make)
 
-    case = bench.Case("t", (4, 3, 2), 2, 2)
-    result = bench.measure_case(case, [runner("a"), runner("b"), runner("c")], "float32",
+    case = cases.Case("t", (4, 3, 2), 2, 2)
+    result = measure.measure_case(case, [runner("a"), runner("b"), runner("c")], "float32",
                                 repeats=3, warmup=1, bar=tqdm(disable=True))
     assert "".join(calls) == "cab" + "abc" + "bca" + "cab"
     assert result.ms == {label: [1.0, 1.0, 1.0] for label in "abc"}
 
 
 def test_width_sweep_varies_every_hidden_layer():
-    cases = bench.make_cases(bench_args("--sweep", "width", "--configs", "large",
-                                        "--values", "64,128"), ["numpy"])
-    assert [c.sizes for c in cases] == [(784, 64, 64, 64, 10), (784, 128, 128, 128, 10)]
-    assert all(c.batch == 1024 for c in cases)
+    points = cases.make_cases(bench_args("--sweep", "width", "--configs", "large",
+                                         "--values", "64,128"), ["numpy"])
+    assert [c.sizes for c in points] == [(784, 64, 64, 64, 10), (784, 128, 128, 128, 10)]
+    assert all(c.batch == 1024 for c in points)
 
 
 def test_step_gemms_are_the_steps_gemms():
-    backend = bench.get_backend("numpy")
+    backend = fastbp.get_backend("numpy")
     sizes, batch = (20, 8, 6, 3), 5
-    gemms = bench.step_gemms(backend, sizes, batch, "float32")
+    gemms = floor.step_gemms(backend, sizes, batch, "float32")
     assert [out.shape for _, _, out in gemms] == [
         (5, 8), (5, 6), (5, 3), (6, 3), (5, 6), (8, 6), (5, 8), (20, 8)]
     # 3 GEMMs per layer but the first layer's delta: 6 N sum n_in n_out minus 2 N n_0 n_1
-    assert bench.gemm_flops(gemms) == bench.step_flops(sizes, batch) - 2 * batch * 20 * 8
+    assert floor.gemm_flops(gemms) == cases.step_flops(sizes, batch) - 2 * batch * 20 * 8
 
 
 def hide_module(monkeypatch, module):
     """Make ``importlib.util.find_spec`` say that ``module`` is not installed."""
-    real_find_spec = bench.importlib.util.find_spec
-    monkeypatch.setattr(bench.importlib.util, "find_spec",
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *a: None if name == module else real_find_spec(name, *a))
 
 
