@@ -26,7 +26,7 @@ import pytest
 import fastbp
 
 HIDDEN = (512, 512)
-EPOCHS = {"digits": 3, "mnist": 1}
+EPOCHS = {"digits": 10, "mnist": 3}
 ROUNDS = {"digits": 3, "mnist": 1}
 
 

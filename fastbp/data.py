@@ -136,9 +136,14 @@ class Standardizer:
         return self
 
     def transform(self, X):
+        """``(X - mean) / std`` in ``X``'s float dtype (float32 data stays float32: one new
+        array, no float64 copy of a large set)."""
         if self.mean is None:
             raise RuntimeError("Standardizer.transform called before fit")
-        return (checks.as_float_array(X, "X") - self.mean) / self.std
+        X = checks.as_float_array(X, "X")
+        out = X - self.mean.astype(X.dtype)
+        out /= self.std.astype(X.dtype)
+        return out
 
 
 def train_test_split(X, y, test_size=0.2, seed=None, stratify=True):

@@ -28,7 +28,7 @@ from .losses import make_loss
 from .memory import check_fits
 from .preprocess import check_preprocess, choose_auto, make_preprocessor
 from .sparse import is_row_source
-from .weights import weighted_standardizer
+from .weights import column_moments, standardizer
 
 #: rows per chunk when predicting, to bound device memory
 PREDICT_CHUNK = 8192
@@ -276,9 +276,10 @@ class MLP:
         if self.preprocessor is not None or name is None or (name == "auto" and decided):
             return
         X = X if is_row_source(X) else self.backend.to_numpy(X)
-        name = choose_auto(X) if name == "auto" else name
+        moments = column_moments(X, weights) if name in ("auto", "standardize") else None
+        name = choose_auto(*moments) if name == "auto" else name
         if name == "standardize":
-            self.preprocessor = weighted_standardizer(X, weights)
+            self.preprocessor = standardizer(*moments)
         elif name is not None:
             if is_row_source(X):
                 raise ValueError(f"preprocess={name!r} needs dense features; sparse input "

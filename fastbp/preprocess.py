@@ -12,7 +12,6 @@ import numpy as np
 from . import checks
 from .arrays import namespace
 from .data import Standardizer
-from .sparse import is_row_source
 
 #: the names ``MLP(preprocess=...)`` takes ("auto": see :func:`choose_auto`)
 PREPROCESSORS = ("standardize", "pca", "zca", "auto")
@@ -22,17 +21,13 @@ WHITENING = ("pca", "zca")
 AUTO_LIMIT = 10.0
 
 
-def choose_auto(X):
-    """What ``preprocess="auto"`` does with training features ``X``: "standardize" when they
-    are badly scaled -- the largest non-zero feature std over the smallest exceeds
-    :data:`AUTO_LIMIT`, or some feature's ``|mean|`` or std does -- else None: features already
-    on a common unit scale are left as they are (as scikit-learn's MLP sees them; on iris
-    that generalises better than standardising)."""
-    if is_row_source(X):
-        mean, std = X.column_moments()
-    else:
-        X = np.asarray(X, dtype=np.float64)
-        mean, std = X.mean(axis=0), X.std(axis=0)
+def choose_auto(mean, std):
+    """What ``preprocess="auto"`` does with training features of these column moments
+    (:func:`fastbp.weights.column_moments`): "standardize" when they are badly scaled -- the
+    largest non-zero feature std over the smallest exceeds :data:`AUTO_LIMIT`, or some
+    feature's ``|mean|`` or std does -- else None: features already on a common unit scale are
+    left as they are (as scikit-learn's MLP sees them; on iris that generalises better than
+    standardising)."""
     spread = std[std > 0]
     if not len(spread):
         return None

@@ -95,13 +95,29 @@ def weighted_loss_sum(z, a, y, w, loss_code) -> float:
     return float(reference.loss_rows(z, a, y, loss_code) @ w[:, 0])
 
 
-def weighted_standardizer(X, weights):
-    """A :class:`~fastbp.data.Standardizer` with the (weighted) mean and std of ``X`` (dense,
-    or a sparse row source, from its entries)."""
+def column_moments(X, weights=None, chunk=8192) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean, std)`` of every column of ``X`` (dense, or a sparse row source from its
+    entries), weighted by ``weights`` (N,) when given: ``mean = sum_i w_i x_i / sum_i w_i``,
+    ``std^2 = sum_i w_i (x_i - mean)^2 / sum_i w_i``. In float64, ``chunk`` rows at a time
+    (a float32 set is never copied whole), each row shifted by the first one so that large
+    means cancel before squaring: ``std^2 = E[(x - x_0)^2] - E[x - x_0]^2``."""
     if is_row_source(X):
-        mean, std = X.column_moments(weights)
-    else:
-        w = np.ones(X.shape[0]) if weights is None else weights
-        mean = np.average(X, axis=0, weights=w)
-        std = np.sqrt(np.average((X - mean) ** 2, axis=0, weights=w))
+        return X.column_moments(weights)
+    w = np.ones(X.shape[0]) if weights is None else np.asarray(weights, np.float64)
+    shift = np.asarray(X[0], np.float64)
+    first = np.zeros(X.shape[1])
+    second = np.zeros(X.shape[1])
+    for lo in range(0, X.shape[0], chunk):
+        rows = np.asarray(X[lo:lo + chunk], np.float64) - shift
+        first += w[lo:lo + chunk] @ rows
+        second += w[lo:lo + chunk] @ (rows * rows)
+    total = w.sum()
+    mean = first / total
+    return shift + mean, np.sqrt(np.maximum(second / total - mean * mean, 0.0))
+
+
+def standardizer(mean, std):
+    """The :class:`~fastbp.data.Standardizer` of these moments (a constant feature, ``std``
+    0, is centred and left unscaled)."""
     return Standardizer(mean, np.where(std > 0, std, 1.0))
+

@@ -97,3 +97,20 @@ def test_csv_with_a_name_column(tmp_path):
     path.write_text("a,b,kind\n1,2,NA\n")
     with pytest.raises(ValueError, match="line 2, column 3 .'kind'.: missing value"):
         read_labelled_csv(path, "kind")
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.integers(1, 5), st.floats(-1e6, 1e6), st.integers(1, 7),
+       st.booleans())
+def test_column_moments_equal_numpys_in_chunks(n, d, offset, chunk, weighted):
+    """Chunked, shifted moments equal numpy's weighted mean and std, large means included."""
+    from fastbp.weights import column_moments
+
+    rng = np.random.default_rng(n * 7 + d)
+    X = (rng.normal(size=(n, d)) + offset).astype(np.float32)
+    w = rng.integers(1, 4, n).astype(float) if weighted else None
+    mean, std = column_moments(X, w, chunk=chunk)
+    ref = np.average(X.astype(np.float64), axis=0, weights=w)
+    ref_std = np.sqrt(np.average((X - ref) ** 2, axis=0, weights=w))
+    np.testing.assert_allclose(mean, ref, rtol=1e-12, atol=1e-9)
+    np.testing.assert_allclose(std, ref_std, rtol=1e-7, atol=1e-9)
