@@ -205,28 +205,28 @@ def find_mkl() -> str | None:
     return ctypes.util.find_library("mkl_rt")
 
 
-def cpu_flags() -> set:
-    """The instruction-set flags of this CPU (Linux ``/proc/cpuinfo``; empty elsewhere)."""
+def cpuinfo(field: str) -> str | None:
+    """The value of ``field`` (``flags``, ``vendor_id``, ``model name``) for the first CPU in
+    Linux's ``/proc/cpuinfo``; None elsewhere or when it is missing."""
     try:
         with open("/proc/cpuinfo") as info:
             for line in info:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
+                name, _, value = line.partition(":")
+                if name.strip() == field:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set:
+    """The instruction-set flags of this CPU (empty off Linux)."""
+    return set((cpuinfo("flags") or "").split())
 
 
 def cpu_vendor() -> str:
     """The CPU vendor string (``GenuineIntel``, ``AuthenticAMD``; ``unknown`` off Linux)."""
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
+    return cpuinfo("vendor_id") or "unknown"
 
 
 def torch_installed() -> bool:

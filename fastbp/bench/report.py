@@ -12,6 +12,7 @@ import numpy as np
 
 from .. import __version__
 from ..backend import get_backend
+from ..backends.gemm import cpuinfo
 from .measure import CaseResult
 
 
@@ -34,14 +35,8 @@ def host_gemms() -> dict:
 
 
 def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    """The CPU's model name (``AMD EPYC``), else what :mod:`platform` knows."""
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def machine_info(plan, torch_info) -> dict:
