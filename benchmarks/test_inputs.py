@@ -12,22 +12,12 @@ import numpy as np
 import pytest
 
 import fastbp
+from tests.doubles import DLPackOnly
 
 torch = pytest.importorskip("torch")
 pd = pytest.importorskip("pandas")
 
 X = np.random.default_rng(0).standard_normal((4096, 784)).astype(np.float32)
-
-
-class DLPackOnly:
-    def __init__(self, array):
-        self._array = array
-
-    def __dlpack__(self, **kwargs):
-        return self._array.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self._array.__dlpack_device__()
 
 
 INPUTS = {

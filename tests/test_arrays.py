@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import fastbp
+from doubles import DLPackOnly
 from fastbp import arrays
 
 torch = pytest.importorskip("torch")
@@ -14,19 +15,6 @@ torch = pytest.importorskip("torch")
 rng = np.random.default_rng(0)
 X = rng.normal(size=(24, 3))
 y = np.array([0, 1] * 12)
-
-
-class DLPackOnly:
-    """An object that offers nothing but the DLPack protocol (no __array__, no buffer)."""
-
-    def __init__(self, array):
-        self._array = array
-
-    def __dlpack__(self, **kwargs):
-        return self._array.__dlpack__(**kwargs)
-
-    def __dlpack_device__(self):
-        return self._array.__dlpack_device__()
 
 
 def train_and_predict(X_in, y_in, **fit):

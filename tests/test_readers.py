@@ -4,7 +4,6 @@ CSV, data and model files: each gives the right answer or one clear error, never
 exception."""
 
 import io
-import json
 import tracemalloc
 import zipfile
 
@@ -13,6 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastbp
+from edits import rewrite
 from fastbp import csvfile, data, io as model_io
 from fastbp.files import FileFormatError
 
@@ -133,18 +133,6 @@ def saved_model(tmp_path, **kwargs):
     path = tmp_path / "m.npz"
     net.save(path)
     return net, path
-
-
-def rewrite(path, edit_meta=None, edit_arrays=None):
-    """Rewrite a saved model's meta and arrays (as an attacker with a text editor would)."""
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    meta = json.loads(arrays.pop("meta").tobytes())
-    if edit_meta:
-        edit_meta(meta)
-    if edit_arrays:
-        edit_arrays(arrays)
-    np.savez(path, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
 
 
 @pytest.mark.parametrize("edit,message", [

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 import fastbp
+from edits import rewrite
 from fastbp import checkpoint as checkpoints
 from fastbp import fit_options
 from fastbp.files import FileFormatError
@@ -105,18 +106,6 @@ def test_a_checkpoint_of_a_preprocessed_model_fails_without_changing_it(tmp_path
         fresh.fit(X, Y, checkpoint=path, resume=True, **{**OPTIONS, "batch_size": 4})
     assert_unchanged(before, fresh)
     assert fresh.preprocessor is None
-
-
-def rewrite(path, edit_meta=None, edit_arrays=None):
-    with np.load(path) as f:
-        arrays = {k: f[k] for k in f.files}
-    meta = json.loads(arrays.pop("meta").tobytes())
-    if edit_meta:
-        edit_meta(meta)
-    if edit_arrays:
-        edit_arrays(arrays)
-    with open(path, "wb") as out:
-        np.savez(out, meta=np.frombuffer(json.dumps(meta).encode(), np.uint8), **arrays)
 
 
 def mid_epoch_checkpoint(tmp_path, monkeypatch):
