@@ -14,6 +14,7 @@ other records are refused with a TypeError naming the argument.
 
 from __future__ import annotations
 
+import math
 import sys
 
 import numpy as np
@@ -37,12 +38,16 @@ def to_array(x, name: str, backend=None):
     return real(host_array(x, name), name)
 
 
-def as_float_array(x, name: str, backend=None):
-    """:func:`to_array` as native float32 or float64: integers, bools and long doubles become
-    float64, other byte orders native; float32/float64 are kept as they are (no copy: the
-    backend casts once, to the model's dtype)."""
+def as_float_array(x, name: str, backend=None, dtype=None):
+    """:func:`to_array` as native float32 or float64: integers and bools become ``dtype`` (the
+    model's, which the backend would cast them to anyway; float64 when not given), long doubles
+    float64 (checked against ``dtype``'s range before any narrowing), other byte orders native;
+    float32/float64 are kept as they are (no copy: the backend casts once, to the model's
+    dtype)."""
     arr = to_array(x, name, backend)
-    if arr.dtype.kind in "biu" or arr.dtype.itemsize > 8:
+    if arr.dtype.kind in "biu":
+        return arr.astype(np.float64 if dtype is None else dtype)
+    if arr.dtype.itemsize > 8:
         return arr.astype(np.float64)
     if not arr.dtype.isnative:
         return arr.astype(arr.dtype.newbyteorder("="))
@@ -157,17 +162,23 @@ KIND_NAMES = {"c": "complex numbers", "m": "time spans", "M": "dates and times",
 
 def check_finite(arr, name: str, dtype=None):
     """Raise if ``arr`` holds NaN or inf, or a finite value too large for the model's ``dtype``
-    (``1e200`` would become inf in float32), saying where the first one is."""
-    bad = ~np.isfinite(arr)
-    if bad.any():
+    (``1e200`` would become inf in float32), saying where the first one is.
+
+    One pass of ``min`` and ``max`` decides (NaN propagates through both, and an inf or a too
+    large value is one of them), with no temporary the size of ``arr``; only a bad array is
+    swept again to find where."""
+    if arr.size == 0 or arr.dtype.kind != "f":  # integers and booleans are always finite
+        return
+    low, high = float(arr.min()), float(arr.max())  # host floats, from device arrays too
+    if not (math.isfinite(low) and math.isfinite(high)):
+        bad = ~np.isfinite(arr)
         where = first_index(bad)
         raise ValueError(f"{name} must be finite, got {arr[where]} at index {where}")
-    if dtype is None or arr.dtype.kind != "f" or np.dtype(dtype).itemsize >= arr.dtype.itemsize:
+    if dtype is None or np.dtype(dtype).itemsize >= arr.dtype.itemsize:
         return
-    limit = np.finfo(dtype).max
-    too_big = abs(arr) > limit
-    if too_big.any():
-        where = first_index(too_big)
+    limit = float(np.finfo(dtype).max)
+    if max(-low, high) > limit:
+        where = first_index(abs(arr) > limit)
         raise ValueError(f"{name} must fit the model's {np.dtype(dtype).name} (magnitude at "
                          f"most {limit:.4g}), got {float(arr[where]):g} at index {where}")
 

@@ -22,7 +22,7 @@ def check_features(X, n_features: int, name: str = "X", backend=None, dtype=None
     """``X`` as a finite 2-D float array with ``n_features`` columns whose values fit ``dtype``:
     on ``backend``'s device if it is there already, else on the host (see
     :func:`fastbp.arrays.to_array`)."""
-    X = as_float_array(X, name, backend)
+    X = as_float_array(X, name, backend, dtype)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got shape {X.shape}")
     if X.shape[0] == 0:

@@ -138,12 +138,22 @@ class BaseMLP(BaseEstimator):
         """Train from fresh weights (or the current ones with ``warm_start``); returns self."""
         return self._fit(X, y, sample_weight, incremental=False)
 
+    def _input_dtypes(self):
+        """The float dtypes ``X`` is kept in (others, ``uint8`` pixels say, are converted to the
+        first): the model's dtype first, so integer data is not widened to float64 only to be
+        narrowed again."""
+        try:
+            single = np.dtype(self.dtype) == np.float32
+        except TypeError:  # not a dtype: the model refuses it, by name
+            single = False
+        return (np.float32, np.float64) if single else (np.float64, np.float32)
+
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         hidden = self._check_params()
         first = not (incremental or self.warm_start) or not hasattr(self, "net_")
         X, y = validate_data(self, tensors_to_host(X), tensors_to_host(y), reset=first,
                              multi_output=True, accept_sparse="csr",
-                             dtype=(np.float64, np.float32), y_numeric=self._y_numeric)
+                             dtype=self._input_dtypes(), y_numeric=self._y_numeric)
         X = SparseRows(X) if issparse(X) else X
         targets = self._encode_targets(y, first, classes)
         weights = None if sample_weight is None else self._sample_weight(sample_weight, X)
@@ -254,7 +264,7 @@ class BaseMLP(BaseEstimator):
     # -- predicting ----------------------------------------------------------------------
     def _outputs(self, X):
         X = validate_data(self, tensors_to_host(X), reset=False, accept_sparse="csr",
-                          dtype=(np.float64, np.float32))
+                          dtype=self._input_dtypes())
         if not issparse(X):
             return self.net_.forward(X).astype(np.float64)
         return np.concatenate([self.net_.forward(X[lo:lo + PREDICT_CHUNK].toarray())

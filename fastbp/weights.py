@@ -95,22 +95,25 @@ def weighted_loss_sum(z, a, y, w, loss_code) -> float:
     return float(reference.loss_rows(z, a, y, loss_code) @ w[:, 0])
 
 
-def column_moments(X, weights=None, chunk=8192) -> tuple[np.ndarray, np.ndarray]:
+def column_moments(X, weights=None, chunk=512) -> tuple[np.ndarray, np.ndarray]:
     """``(mean, std)`` of every column of ``X`` (dense, or a sparse row source from its
     entries), weighted by ``weights`` (N,) when given: ``mean = sum_i w_i x_i / sum_i w_i``,
     ``std^2 = sum_i w_i (x_i - mean)^2 / sum_i w_i``. In float64, ``chunk`` rows at a time
-    (a float32 set is never copied whole), each row shifted by the first one so that large
-    means cancel before squaring: ``std^2 = E[(x - x_0)^2] - E[x - x_0]^2``."""
+    through one cache-sized buffer (a float32 set is never copied whole), each row shifted by
+    the first one so that large means cancel before squaring:
+    ``std^2 = E[(x - x_0)^2] - E[x - x_0]^2``."""
     if is_row_source(X):
         return X.column_moments(weights)
     w = np.ones(X.shape[0]) if weights is None else np.asarray(weights, np.float64)
     shift = np.asarray(X[0], np.float64)
     first = np.zeros(X.shape[1])
     second = np.zeros(X.shape[1])
+    buffer = np.empty((min(chunk, X.shape[0]), X.shape[1]))
     for lo in range(0, X.shape[0], chunk):
-        rows = np.asarray(X[lo:lo + chunk], np.float64) - shift
+        part = np.asarray(X[lo:lo + chunk])
+        rows = np.subtract(part, shift, out=buffer[:part.shape[0]])
         first += w[lo:lo + chunk] @ rows
-        second += w[lo:lo + chunk] @ (rows * rows)
+        second += w[lo:lo + chunk] @ np.multiply(rows, rows, out=rows)
     total = w.sum()
     mean = first / total
     return shift + mean, np.sqrt(np.maximum(second / total - mean * mean, 0.0))

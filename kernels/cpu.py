@@ -140,16 +140,24 @@ def renamed(fn, suffix):
     return copy
 
 
+#: the compile options of every loop, serial and parallel (see :class:`Kernel`)
+LOOP_OPTIONS = dict(nogil=True, error_model="numpy")
+
+
 class Kernel:
     """One loop compiled twice from ``fn``: with ``parallel=True``, and serially (``prange``
     is then ``range``), under distinct names so the two never share a cache entry.
-    ``kernel(work, *args)`` runs the parallel one when ``work >= PARALLEL_MIN_WORK``."""
+    ``kernel(work, *args)`` runs the parallel one when ``work >= PARALLEL_MIN_WORK``.
+
+    Both follow NumPy's error model (``x / 0`` is inf or nan), as parallel loops always do:
+    under Python's, every float division checks its divisor and raises, and that branch keeps
+    LLVM from vectorising the loop (Adam's serial step ran 4.6x slower)."""
 
     def __init__(self, fn):
         self.py_func = fn
-        self.parallel = njit(parallel=True, cache=True, nogil=True)(
+        self.parallel = njit(parallel=True, cache=True, **LOOP_OPTIONS)(
             renamed(fn, f"parallel_{DEPENDENCIES}"))
-        self.serial = njit(cache=True, nogil=True)(renamed(fn, f"serial_{DEPENDENCIES}"))
+        self.serial = njit(cache=True, **LOOP_OPTIONS)(renamed(fn, f"serial_{DEPENDENCIES}"))
 
     def __call__(self, work, *args):
         parallel = PARALLEL_ENABLED and work >= PARALLEL_MIN_WORK

@@ -1,5 +1,7 @@
 """Every array type comes in through one converter (fastbp.arrays) and trains exactly like NumPy."""
 
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -218,3 +220,41 @@ def test_a_failing_dlpack_export_is_a_clear_error():
     with pytest.raises(TypeError, match="X must be a numeric array: its DLPack export "
                                         r"\(Broken, dtype weird8\) failed"):
         net.predict(Broken())
+
+
+@settings(max_examples=60, deadline=None)
+@given(hnp.arrays(st.sampled_from([np.float32, np.float64]), hnp.array_shapes(max_dims=2),
+                  elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
+def test_check_finite_raises_exactly_for_nan_inf_and_names_the_first(arr):
+    """One min/max pass decides; the error names the first bad element, as a full sweep would."""
+    bad = ~np.isfinite(arr)
+    if not bad.any():
+        arrays.check_finite(arr, "X", np.float32)
+        return
+    first = np.unravel_index(int(bad.reshape(-1).argmax()), arr.shape)
+    with pytest.raises(ValueError, match=rf"X must be finite, got .* at index "
+                                         rf"{re.escape(str(tuple(int(i) for i in first)))}"):
+        arrays.check_finite(arr, "X", np.float32)
+
+
+@pytest.mark.parametrize("value, ok", [(3e38, True), (-3.5e38, False), (1e300, False)])
+def test_check_finite_refuses_float64_values_beyond_float32(value, ok):
+    arr = np.zeros((3, 2))
+    arr[2, 1] = value
+    arrays.check_finite(arr, "X")  # no model dtype: any finite value
+    if ok:
+        arrays.check_finite(arr, "X", np.float32)
+    else:
+        with pytest.raises(ValueError, match=r"fit the model's float32.*at index \(2, 1\)"):
+            arrays.check_finite(arr, "X", np.float32)
+
+
+def test_integer_features_become_the_models_dtype_directly():
+    """uint8 pixels go to a float32 model as float32 (no float64 copy eight times their size);
+    without a model dtype, integers become float64."""
+    pixels = rng.integers(0, 256, (6, 3), dtype=np.uint8)
+    assert arrays.as_float_array(pixels, "X", dtype="float32").dtype == np.float32
+    assert arrays.as_float_array(pixels, "X").dtype == np.float64
+    net = fastbp.MLP([3, 4, 2], seed=0, backend="numpy")
+    np.testing.assert_array_equal(net.predict_proba(pixels),
+                                  net.predict_proba(pixels.astype(np.float32)))

@@ -242,3 +242,17 @@ def test_estimators_take_torch_tensors_as_numpy_arrays():
     ref = MLPClassifier(**params).fit(X, y)
     tensors = MLPClassifier(**params).fit(torch.tensor(X, requires_grad=True), torch.tensor(y))
     np.testing.assert_array_equal(tensors.predict_proba(torch.tensor(X)), ref.predict_proba(X))
+
+
+def test_integer_pixels_train_like_their_float32_values():
+    """uint8 features are validated straight to the model's float32 (not widened to float64
+    first): the same fit, bit for bit, as the float32 array of the same values."""
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (60, 5), dtype=np.uint8)
+    y = (X[:, 0] > 127).astype(int)
+    fits = [MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, random_state=0,
+                          backend="numpy").fit(data, y) for data in (X, X.astype(np.float32))]
+    for a, b in zip(fits[0].coefs_, fits[1].coefs_):
+        np.testing.assert_array_equal(a, b)
+    assert fits[0]._input_dtypes()[0] == np.float32
+    assert MLPClassifier(dtype="float64")._input_dtypes()[0] == np.float64

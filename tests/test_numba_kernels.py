@@ -292,3 +292,24 @@ def test_float32_kernels_compute_in_float32(name):
     if name in FLOAT64_ACCUMULATORS:
         found = [op for op in found if "fadd" not in op and "fpext" not in op]
     assert not found, f"{name} computes in float64: {sorted(set(found))}"
+
+
+@pytest.mark.parametrize("name", ["_sgd", "_momentum", "_adam", "_axpy_rows"])
+def test_serial_loops_vectorise(name):
+    """The serial loops (every parameter vector under ``PARALLEL_MIN_WORK`` elements runs one)
+    compile to SIMD code: Python's error model checks each float division and raises, which
+    kept Adam's loop scalar and 4.6x slower. A fresh, uncached copy with the loops' options."""
+    kernel = njit(**cpu.LOOP_OPTIONS)(getattr(cpu, name).py_func)
+    kernel(*float32_args(name))
+    (library,) = [ov.library for ov in kernel.overloads.values()]
+    assert re.search(r"<(4|8|16) x float>", library.get_llvm_str()), f"{name} is not SIMD"
+
+
+def test_serial_division_by_zero_is_nan_as_in_numpy():
+    """Adam with ``eps = 0`` on a zero gradient divides 0 by 0: NaN, as the NumPy reference
+    gives, in the serial loop as in the parallel one (not ZeroDivisionError)."""
+    p = np.ones(8, np.float32)
+    zeros = [np.zeros(8, np.float32) for _ in range(3)]
+    args = (1e-3, 0.9, 0.1, 0.999, 1e-3, 0.0, 0.1, 1e-3, None)
+    cpu._adam.serial(p, *zeros, *args)
+    assert np.isnan(p).all()
