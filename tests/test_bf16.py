@@ -172,3 +172,29 @@ def test_a_bf16_step_allocates_no_bf16_buffers_after_the_first_epoch(shuffle):
     net.fit(X, y, epochs=4, batch_size=64, shuffle=shuffle, verbose=0, precision="bf16",
             callbacks=[lambda epoch, logs: seen.append(buffers())])
     assert seen[1] == seen[2] == seen[3]
+
+
+def test_a_second_bf16_fit_reuses_the_buffers_and_trains_as_on_fresh_ones(monkeypatch):
+    """Between fits the copies are forgotten but their buffers kept: the next fit allocates
+    none, and stale contents never leak into it (the same weights as with new buffers)."""
+    from fastbp.backends.mixed import Bf16Copies
+
+    be = bf16_or_skip(CPU_BACKENDS[-1])
+    rng = np.random.default_rng(8)
+    X, y = rng.standard_normal((200, 12)), rng.integers(0, 3, 200)
+    options = dict(epochs=2, batch_size=64, verbose=0, precision="bf16", shuffle=False)
+    net = fastbp.MLP([12, 16, 3], backend=be, seed=0)
+    net.fit(X, y, **options)
+    twin = net.copy()
+
+    def buffers(copies):
+        return {id(b) for spare in copies.spare.values() for b in spare}
+
+    after_first = buffers(be.bf16_copies)
+    net.fit(X[::-1].copy(), y[::-1].copy(), **options)  # other data through the same buffers
+    net.fit(X, y, **options)
+    assert buffers(be.bf16_copies) == after_first
+    monkeypatch.setattr(be, "bf16_copies", Bf16Copies())
+    twin.fit(X[::-1].copy(), y[::-1].copy(), **options)
+    twin.fit(X, y, **options)
+    np.testing.assert_array_equal(net.get_flat_params(), twin.get_flat_params())

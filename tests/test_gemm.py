@@ -66,10 +66,17 @@ def mkl():
     return gemm.MklGemm(path, 2)
 
 
-def test_mkl_is_chosen_on_intel_for_float32_and_for_bf16_without_torch(mkl):
-    chosen = gemm.select(2, flags=BF16_CPU, torch=False, vendor="GenuineIntel")
+@pytest.mark.parametrize("torch", [False, True])
+def test_mkl_is_chosen_on_intel_for_float32_and_for_bf16(mkl, torch):
+    chosen = gemm.select(2, flags=BF16_CPU, torch=torch, vendor="GenuineIntel")
     assert chosen.fp32.name == "mkl" and chosen.bf16.name == "mkl"
     assert "Math Kernel Library" in chosen.fp32.describe()
+    assert "Intel" in chosen.bf16_reason
+
+
+def test_on_amd_torch_serves_bf16_before_mkl(mkl):
+    chosen = gemm.select(2, flags=BF16_CPU, torch=True, vendor="AuthenticAMD")
+    assert chosen.bf16.name == "torch" and "slow on a AuthenticAMD" in chosen.bf16_reason
 
 
 def test_on_amd_numpy_blas_stays_for_float32_and_mkl_serves_bf16(mkl):

@@ -20,12 +20,14 @@ float32, see :mod:`fastbp.backends.mixed`). Operands may be transposed views (``
   and AMX on any vendor's CPU); the product is rounded to bf16 by the library, then widened
   into the float32 ``out``.
 
-:func:`select` takes MKL for float32 on Intel CPUs where it is installed (the issue measured
-MKL's SGEMM 1.16x faster than OpenBLAS on a Sapphire Rapids), NumPy's BLAS elsewhere (on an AMD
-Zen 4 MKL's SGEMMs ran the step GEMMs 1.3x slower than OpenBLAS's SkylakeX kernels, measured
-side by side); for bf16, PyTorch's oneDNN where installed, then MKL (whose bf16 kernels do not
-use AVX512-BF16 on AMD CPUs: 53 GFLOP/s against 200-330 for oneDNN on the Zen 4). Each choice
-keeps its reason.
+:func:`select` takes MKL for float32 on Intel CPUs where it is installed (measured on a
+Sapphire Rapids, 2 cores: MKL's SGEMMs 1.12-1.24x faster than OpenBLAS's on the bench's step
+GEMMs), NumPy's BLAS elsewhere (on an AMD Zen 4 MKL's SGEMMs ran the step GEMMs 1.3x slower
+than OpenBLAS's SkylakeX kernels, measured side by side). For bf16: MKL on Intel CPUs (its AMX
+kernels write the float32 product directly: a mid training step took 10.1-10.7 ms against
+12.0-12.3 through PyTorch, whose bf16 product must be widened in a second pass), PyTorch's
+oneDNN elsewhere where installed (MKL's bf16 kernels do not use AVX512-BF16 on AMD CPUs: 53
+GFLOP/s against 200-330 for oneDNN on the Zen 4), then MKL. Each choice keeps its reason.
 """
 
 from __future__ import annotations
@@ -252,7 +254,8 @@ def select(threads: int, mkl_path: str | None = None, flags: set | None = None,
            torch: bool | None = None, vendor: str | None = None) -> Gemms:
     """Choose the providers (the arguments stand in for what is installed, for tests):
     MKL for float32 on an Intel CPU where installed, else NumPy's BLAS; for bf16, if the CPU
-    has bf16 instructions, PyTorch's oneDNN where installed, else MKL, else none."""
+    has bf16 instructions, MKL on an Intel CPU where installed, else PyTorch's oneDNN where
+    installed, else MKL, else none."""
     mkl_path = find_mkl() if mkl_path is None else mkl_path
     flags = cpu_flags() if flags is None else flags
     torch = torch_installed() if torch is None else torch
@@ -277,10 +280,14 @@ def select(threads: int, mkl_path: str | None = None, flags: set | None = None,
     if not has_bf16:
         return Gemms(fp32, fp32_reason, None,
                      f"this CPU lacks bf16 instructions ({' or '.join(BF16_FLAGS)})")
+    if mkl and vendor == INTEL:
+        return Gemms(fp32, fp32_reason, mkl, "MKL's cblas_gemm_bf16bf16f32 on an Intel CPU "
+                                             "(AMX tiles; float32 products, no widening pass)")
     if torch:
         return Gemms(fp32, fp32_reason, TorchBf16Gemm(threads),
-                     "PyTorch is installed: oneDNN's bf16 matmul is the fastest measured")
+                     "PyTorch is installed: oneDNN's bf16 matmul"
+                     + (f" (MKL's bf16 GEMMs are slow on a {vendor} CPU)" if mkl else ""))
     if mkl:
-        return Gemms(fp32, fp32_reason, mkl, "MKL's cblas_gemm_bf16bf16f32 (PyTorch is not "
-                                             "installed; its oneDNN matmul was faster)")
+        return Gemms(fp32, fp32_reason, mkl, "MKL's cblas_gemm_bf16bf16f32 (PyTorch's oneDNN, "
+                                             "faster on this CPU, is not installed)")
     return Gemms(fp32, fp32_reason, None, f"no bf16 GEMM library is installed: {BF16_HINT}")

@@ -44,36 +44,46 @@ class Bf16Copies:
     current); ``converted``: copies made on their own by :meth:`convert` (current until the next
     parameter update, which ends a step); ``mirrors``: the bf16 vector of a flat parameter
     vector, which every update rewrites, so views of it are current. The buffers of stale
-    converted copies wait in ``spare`` (by shape) for the next step's: a step allocates nothing
-    once its shapes have been seen.
+    copies wait in ``spare`` (by shape) for the next step's or the next fit's: a step
+    allocates nothing once its shapes have been seen.
     """
 
     def __init__(self):
-        self.clear()
+        self.written, self.converted, self.mirrors, self.spare = {}, {}, {}, {}
 
     def clear(self):
-        """Forget every copy (at the start of a bf16 fit: the float32 values may have moved)."""
-        self.written = {}
-        self.converted = {}
-        self.mirrors = {}
-        self.spare = {}
+        """Forget every copy (at the start of a bf16 fit: the float32 values may have moved);
+        their buffers wait in ``spare``, so the next fit's first step allocates nothing new
+        (every buffer is written whole before it is read)."""
+        for table in (self.written, self.converted, self.mirrors):
+            for _, buffer in table.values():
+                self._recycle(buffer)
+            table.clear()
+
+    def _recycle(self, buffer):
+        self.spare.setdefault(buffer.shape, []).append(buffer)
+
+    def _buffer(self, shape):
+        """A bf16 buffer of ``shape``: a spare one, else a new one."""
+        spare = self.spare.get(shape)
+        return spare.pop() if spare else np.empty(shape, BF16_STORAGE)
 
     def output_for(self, x):
         """The buffer a fused pass writes ``bf16(x)`` into, alongside ``x``."""
         key = _key(x)
         if key not in self.written:
-            self.written[key] = (x, np.empty(x.shape, BF16_STORAGE))
+            self.written[key] = (x, self._buffer(x.shape))
         return self.written[key][1]
 
     def mirror_for(self, p):
         """The bf16 vector an update of the flat parameter vector ``p`` writes; the copies made
         before it are stale from then on."""
         for _, buffer in self.converted.values():
-            self.spare.setdefault(buffer.shape, []).append(buffer)
+            self._recycle(buffer)
         self.converted.clear()
         key = _key(p)
         if key not in self.mirrors:
-            self.mirrors[key] = (p, np.empty(p.shape, BF16_STORAGE))
+            self.mirrors[key] = (p, self._buffer(p.shape))
         return self.mirrors[key][1]
 
     def find(self, x, converted=True):
@@ -102,9 +112,7 @@ class Bf16Copies:
         update."""
         key = _key(x)
         if key not in self.converted:
-            spare = self.spare.get(x.shape)
-            buffer = spare.pop() if spare else np.empty(x.shape, BF16_STORAGE)
-            self.converted[key] = (x, buffer)
+            self.converted[key] = (x, self._buffer(x.shape))
         return to_bf16(x, self.converted[key][1])
 
     def operand(self, x, to_bf16):

@@ -31,7 +31,8 @@ Beside the backends, on the same shapes:
 Every runner first runs ``warmup`` rounds (compiling Numba kernels, filling caches and memory
 pools), then ``repeats`` rounds, the runners taking turns round-robin -- and the turn order
 rotating each repeat -- so that the drift of a shared machine falls on all of them alike.
-Rounds moving into or out of PyTorch's process wait :data:`.measure.SETTLE_SECONDS` first.
+Every round waits :data:`.measure.SETTLE_SECONDS` first, so that the pools of the last one
+(OpenBLAS's threads spin ~0.1 s after a call) are asleep when it starts.
 
 GFLOP/s counts the nominal ``6 N sum_l n_{l-1} n_l`` flops of a step (three GEMMs per layer,
 batch ``N``). "% floor" is the GEMM floor's time over the runner's: 100% would be a step that
