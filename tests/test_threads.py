@@ -106,3 +106,33 @@ def test_mkl_with_torch_imported_first_threads_on_tbb_and_multiplies_right():
                           timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.split()[-4:] == ["True", "oneTBB", "threads", "False"]
+
+
+def test_a_numba_variable_set_after_numba_was_imported_does_not_undo_the_choice():
+    """Numba's compiler re-reads ``NUMBA_*`` whenever one changed since it last did, and would
+    then reset the layer fastbp chose to the default (``omp``) just before the first parallel
+    loop: here the variable changes after ``import numba``, and a fresh loop compiles after
+    the backend made its choice."""
+    script = """
+import os, json, numba
+os.environ["NUMBA_OPT"] = "3"  # changed after numba read the environment
+import numpy as np
+from numba import njit, prange
+import fastbp
+be = fastbp.get_backend("numba")
+
+@njit(parallel=True)
+def double(x):
+    for i in prange(x.shape[0]):
+        x[i] *= 2.0
+
+double(np.ones(1 << 16))
+print(json.dumps({"running": numba.threading_layer(), "plan": be.thread_plan.as_dict()}))
+"""
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "NUMBA_OPT")}
+    done = subprocess.run([sys.executable, "-c", script], env=environ, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    assert info["running"] == info["plan"]["threading_layer"] == "workqueue"
