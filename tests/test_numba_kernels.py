@@ -17,8 +17,14 @@ pytest.importorskip("numba")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
 
+from fastbp.backends import threads  # noqa: E402
 from fastbp.kernels import codes, cpu, reference as ref  # noqa: E402
 from fastbp.losses import LOSSES  # noqa: E402
+
+# These tests call the loops directly, not through a backend: choose Numba's threading layer
+# first, as every NumbaBackend does (compiling a parallel loop starts Numba's threads, and the
+# layer cannot change after that).
+threads.configure()
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 ACTIVATIONS = sorted(codes.ACTIVATION_CODES.values())
