@@ -198,3 +198,17 @@ def test_a_second_bf16_fit_reuses_the_buffers_and_trains_as_on_fresh_ones(monkey
     twin.fit(X[::-1].copy(), y[::-1].copy(), **options)
     twin.fit(X, y, **options)
     np.testing.assert_array_equal(net.get_flat_params(), twin.get_flat_params())
+
+
+def test_spare_bf16_buffers_are_kept_only_for_the_shapes_the_last_fit_used():
+    from fastbp.backends.mixed import Bf16Copies
+
+    copies = Bf16Copies()
+    x = np.ones((4, 3), np.float32)
+    copies.output_for(x)
+    copies.clear()  # fit 1 used (4, 3): kept
+    copies.clear()  # nothing handed out since (a fit clears at its start and end): kept
+    assert list(copies.spare) == [(4, 3)]
+    copies.output_for(np.ones((5, 3), np.float32))
+    copies.clear()  # fit 2 used (5, 3) only: the (4, 3) buffer goes
+    assert list(copies.spare) == [(5, 3)]

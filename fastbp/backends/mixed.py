@@ -50,21 +50,29 @@ class Bf16Copies:
 
     def __init__(self):
         self.written, self.converted, self.mirrors, self.spare = {}, {}, {}, {}
+        self.shapes_used = set()  # the shapes of the buffers handed out since the last clear
 
     def clear(self):
         """Forget every copy (at the start of a bf16 fit: the float32 values may have moved);
         their buffers wait in ``spare``, so the next fit's first step allocates nothing new
-        (every buffer is written whole before it is read)."""
+        (every buffer is written whole before it is read). Spare buffers of shapes that the
+        buffers handed out since the last clear did not have are dropped: a process fitting
+        many batch sizes keeps no more than one fit's buffers."""
         for table in (self.written, self.converted, self.mirrors):
             for _, buffer in table.values():
                 self._recycle(buffer)
             table.clear()
+        if self.shapes_used:  # a fit ran since the last clear (each fit clears twice)
+            self.spare = {shape: buffers for shape, buffers in self.spare.items()
+                          if shape in self.shapes_used}
+        self.shapes_used = set()
 
     def _recycle(self, buffer):
         self.spare.setdefault(buffer.shape, []).append(buffer)
 
     def _buffer(self, shape):
         """A bf16 buffer of ``shape``: a spare one, else a new one."""
+        self.shapes_used.add(shape)
         spare = self.spare.get(shape)
         return spare.pop() if spare else np.empty(shape, BF16_STORAGE)
 
