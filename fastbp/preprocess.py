@@ -82,6 +82,15 @@ class Whitener:
         return f"Whitener(method={self.method!r}, eps={self.eps!r})"
 
 
+def standardizes_batches(preprocessor, X, dtype) -> bool:
+    """Whether training standardises each gathered batch instead of the whole set first: a
+    standardiser, on dense features already in the model's ``dtype``. The batch then holds the
+    same numbers as the rows of the standardised set (the same operations in the same dtype),
+    and no standardised copy of the set is made: half the memory, and no first touch of a copy
+    as large as the set (0.6 s for 60000x784 float32 here) before the first step."""
+    return isinstance(preprocessor, Standardizer) and X.dtype == np.dtype(dtype)
+
+
 def transform(preprocessor, X):
     """``preprocessor.transform(X)``; a device array (``fastbp.arrays.to_array`` left it on
     the backend's device) is transformed there, in its own dtype, with the same maths."""

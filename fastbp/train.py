@@ -104,8 +104,10 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
         saved and saved.split_order)
     weights = row_weights(sample_weight, opts.class_weight, Y, net.task)
     net.fit_preprocessor(X, None if weights is None else weights[:, 0])
+    on_batches = (comm is None and opts.optimizer != "lbfgs" and not is_row_source(X)
+                  and preprocess.standardizes_batches(net.preprocessor, X, net.dtype))
     if net.preprocessor is not None:
-        X, val = preprocessed(net.preprocessor, X), val and (
+        X, val = (X if on_batches else preprocessed(net.preprocessor, X)), val and (
             preprocessed(net.preprocessor, val[0]), val[1])
     if opts.optimizer == "lbfgs" and is_row_source(X):
         raise ValueError("optimizer='lbfgs' is full-batch and needs dense X; sparse input "
@@ -113,7 +115,8 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
     if opts.optimizer == "lbfgs":
         return LbfgsTrainer(net, opts, X, Y, val, weights).run()
     trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
-               else Trainer(net, opts, X, Y, val, weights))
+               else Trainer(net, opts, X, Y, val, weights,
+                            standardizer=net.preprocessor if on_batches else None))
     trainer.fingerprint, trainer.split_order = run_id, split_order
     return trainer.run(checkpoint, saved)
 

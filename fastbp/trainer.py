@@ -47,12 +47,15 @@ class Trainer:
     loop; also the ``run`` that callbacks see (``net``, ``history``, ``lr``, ``keep_best``,
     ...)."""
 
-    def __init__(self, net, opts: FitOptions, X, Y, val, weights=None):
+    def __init__(self, net, opts: FitOptions, X, Y, val, weights=None, standardizer=None):
         self.net, self.opts = net, opts
         self.backend = be = net.backend
         self.n = X.shape[0]
         self.batch_size = min(opts.batch_size or self.n, self.n)
         self.X, self.Y = self.place_data(X, Y)
+        #: ``(mean, std)`` on the device when each gathered batch is standardised (``X`` raw)
+        self.batch_moments = None if standardizer is None else (
+            be.asarray(standardizer.mean, net.dtype), be.asarray(standardizer.std, net.dtype))
         self.val = val
         self.weights = weights
         self.weight_column = None if weights is None else self.place_weights(weights)
@@ -335,13 +338,24 @@ class Trainer:
         ``wb`` None when unweighted: views when the order is kept, unless the backend replays
         captured steps, which need fixed buffers."""
         sources = [self.X, self.Y] + ([] if self.weights is None else [self.weight_column])
-        if order is None and not self.backend.captures_steps and not self.streamed:
+        if order is None and not self.backend.captures_steps and not self.streamed \
+                and self.batch_moments is None:
             gathered = [source[lo:hi] for source in sources]
         else:
             gathered = list(self.batch_buffers(hi - lo))
             for source, out in zip(sources, gathered):
                 self.gather(source, order, lo, hi, out)
+            if self.batch_moments is not None:
+                self.standardize(gathered[0])
         return (*gathered[:2], gathered[2] if len(gathered) > 2 else None)
+
+    def standardize(self, Xb):
+        """``Xb = (Xb - mean) / std`` in place: the training set's standardiser on the batch
+        just gathered, by the operations it would have applied to the whole set."""
+        mean, std = self.batch_moments
+        xp = self.backend.xp
+        xp.subtract(Xb, mean, out=Xb)
+        xp.divide(Xb, std, out=Xb)
 
     def gather(self, source, order, lo, hi, out):
         """``out = source[order[lo:hi]]`` (or rows ``lo:hi``) into a fixed device buffer."""

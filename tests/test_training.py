@@ -187,3 +187,30 @@ def test_a_training_set_too_big_for_the_device_streams_to_the_same_model(
     monkeypatch.setattr(type(be), "device_memory_free", lambda self: 1024)  # 1 KiB free
     streamed = train()
     np.testing.assert_allclose(streamed, resident, rtol=1e-12)
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_standardising_each_batch_trains_as_on_the_standardised_set(backend, shuffle,
+                                                                     monkeypatch):
+    """float32 features are standardised batch by batch as they are gathered, never as a whole
+    copy: the same weights, bit for bit, as training on the standardised set, and the caller's
+    array untouched."""
+    from fastbp.data import Standardizer
+
+    rng = np.random.default_rng(3)
+    X = (rng.standard_normal((300, 6)) * [1, 10, 100, 1e3, 0.1, 5] + 50).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    original = X.copy()
+    whole = []
+    transform = Standardizer.transform
+    monkeypatch.setattr(Standardizer, "transform",
+                        lambda self, data: whole.append(len(data)) or transform(self, data))
+    options = dict(epochs=2, batch_size=64, shuffle=shuffle, verbose=0, validation_split=0.2)
+    by_batch = fastbp.MLP([6, 8, 3], seed=0, backend=backend, preprocess="standardize")
+    by_batch.fit(X, y, **options)
+    assert 240 not in whole  # the 240 training rows were never standardised as one array
+    np.testing.assert_array_equal(X, original)
+    on_set = fastbp.MLP([6, 8, 3], seed=0, backend=backend, preprocess=None)
+    on_set.fit(transform(by_batch.preprocessor, X), y, **options)
+    np.testing.assert_array_equal(by_batch.get_flat_params(), on_set.get_flat_params())
