@@ -119,6 +119,14 @@ def load_any(source, target=-1, header=None) -> Dataset:
     return load(text)
 
 
+def standardize(X, mean, std, xp, out=None):
+    """``(X - mean) / std`` into ``out`` (a new array when None, ``X`` itself to standardise in
+    place), by ``xp``'s ufuncs in ``X``'s dtype (``mean`` and ``std`` already in it): the one
+    definition of the standardiser's maths, for a whole set and for a gathered batch alike."""
+    out = xp.subtract(X, mean, out=out)
+    return xp.divide(out, std, out=out)
+
+
 class Standardizer:
     """Zero-centre and scale each feature: ``(X - mean) / std``, fitted on training data only.
 
@@ -141,9 +149,7 @@ class Standardizer:
         if self.mean is None:
             raise RuntimeError("Standardizer.transform called before fit")
         X = checks.as_float_array(X, "X")
-        out = X - self.mean.astype(X.dtype)
-        out /= self.std.astype(X.dtype)
-        return out
+        return standardize(X, self.mean.astype(X.dtype), self.std.astype(X.dtype), np)
 
 
 def train_test_split(X, y, test_size=0.2, seed=None, stratify=True):

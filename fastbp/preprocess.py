@@ -11,7 +11,7 @@ import numpy as np
 
 from . import checks
 from .arrays import namespace
-from .data import Standardizer
+from .data import Standardizer, standardize
 
 #: the names ``MLP(preprocess=...)`` takes ("auto": see :func:`choose_auto`)
 PREPROCESSORS = ("standardize", "pca", "zca", "auto")
@@ -99,7 +99,7 @@ def transform(preprocessor, X):
     xp = namespace(X)
     mean = xp.asarray(preprocessor.mean, dtype=X.dtype)
     if isinstance(preprocessor, Standardizer):
-        return (X - mean) / xp.asarray(preprocessor.std, dtype=X.dtype)
+        return standardize(X, mean, xp.asarray(preprocessor.std, dtype=X.dtype), xp)
     return (X - mean) @ xp.asarray(preprocessor.matrix, dtype=X.dtype)
 
 

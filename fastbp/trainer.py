@@ -18,6 +18,7 @@ from . import checkpoint as checkpoints
 from .callbacks import EarlyStopping
 from .checkpoint import Position, deferred_signals
 from .checkpoint import save as checkpoint_save
+from .data import standardize
 from .fit_options import FitOptions
 from .history import History, format_logs
 from .metrics import make_metrics
@@ -345,17 +346,9 @@ class Trainer:
             gathered = list(self.batch_buffers(hi - lo))
             for source, out in zip(sources, gathered):
                 self.gather(source, order, lo, hi, out)
-            if self.batch_moments is not None:
-                self.standardize(gathered[0])
+            if self.batch_moments is not None:  # the set's standardiser, on this batch
+                standardize(gathered[0], *self.batch_moments, self.backend.xp, out=gathered[0])
         return (*gathered[:2], gathered[2] if len(gathered) > 2 else None)
-
-    def standardize(self, Xb):
-        """``Xb = (Xb - mean) / std`` in place: the training set's standardiser on the batch
-        just gathered, by the operations it would have applied to the whole set."""
-        mean, std = self.batch_moments
-        xp = self.backend.xp
-        xp.subtract(Xb, mean, out=Xb)
-        xp.divide(Xb, std, out=Xb)
 
     def gather(self, source, order, lo, hi, out):
         """``out = source[order[lo:hi]]`` (or rows ``lo:hi``) into a fixed device buffer."""

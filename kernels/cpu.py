@@ -65,6 +65,8 @@ from .codes import (
 
 #: activations applied element by element (softmax couples a row)
 ELEMENTWISE_CODES = (IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU)
+#: every activation a forward pass applies: the elementwise ones and softmax (a row operation)
+FORWARD_CODES = ELEMENTWISE_CODES + (SOFTMAX,)
 
 #: how the output delta is formed, decided once per call in Python (see :func:`delta_kind`)
 MATCHED, HINGE_MARGINS, SOFTMAX_JVP, ELEMENTWISE_JVP = 0, 1, 2, 3
@@ -252,10 +254,13 @@ def _softmax_row(z, a):
 
 
 @register_jitable
-def _softmax_bias_row(z, b, a):
-    """``z += b``, ``a = softmax(z)`` for one row."""
-    _bias_act_loop(z, b, IDENTITY, z.dtype.type(0), z)
-    _softmax_row(z, a)
+def _bias_act_row(z, b, code, alpha, a):
+    """``z += b``, ``a = g(z)`` for one row (``code`` a constant, softmax included)."""
+    if code == SOFTMAX:
+        _bias_act_loop(z, b, IDENTITY, alpha, z)
+        _softmax_row(z, a)
+    else:
+        _bias_act_loop(z, b, code, alpha, a)
 
 
 @Kernel
@@ -263,17 +268,11 @@ def _bias_act_rows(z, b, act, alpha, a, a16):
     """``z += b``, ``a = g(z)`` (and ``a16 = bf16(a)`` unless None), row by row; the
     activation is branched on once per call, outside the row loop."""
     alpha = z.dtype.type(alpha)
-    if act == SOFTMAX:
-        for i in prange(z.shape[0]):
-            _softmax_bias_row(z[i], b, a[i])
-            if a16 is not None:  # pruned at compile time: one specialisation each way
-                _bf16_row(a[i], a16[i])
-        return
-    for code in literal_unroll(ELEMENTWISE_CODES):
+    for code in literal_unroll(FORWARD_CODES):
         if act == code:
             for i in prange(z.shape[0]):
-                _bias_act_loop(z[i], b, code, alpha, a[i])
-                if a16 is not None:
+                _bias_act_row(z[i], b, code, alpha, a[i])
+                if a16 is not None:  # pruned at compile time: one specialisation each way
                     _bf16_row(a[i], a16[i])
 
 

@@ -71,15 +71,15 @@ class ThreadPlan:
                 "threads_reason": self.reason}
 
 
-def choice_is_open() -> bool:
-    """Whether nobody asked for a threading layer. First applies the ``NUMBA_*`` variables set
-    since Numba last read them (fastbp's own ``NUMBA_CACHE_DIR`` among them): Numba's compiler
-    re-reads the environment whenever it has changed, and would reset a layer chosen before
-    that to its default just before the first parallel loop starts the threads."""
-    if requested_layer() != "default":  # set in code or by the environment: keep it
-        return False
-    numba.core.config.reload_config()
-    return requested_layer() == "default"
+def requested_layer_now() -> str:
+    """:func:`requested_layer` once Numba has applied the ``NUMBA_*`` variables set since it
+    last read them (fastbp's own ``NUMBA_CACHE_DIR`` among them): its compiler re-reads the
+    environment whenever that changed, which would reset a layer chosen in between to the
+    default just before the first parallel loop starts the threads. A layer already asked
+    for, in code or by the environment, is returned as it is."""
+    if requested_layer() == "default":
+        numba.core.config.reload_config()
+    return requested_layer()
 
 
 def configure() -> ThreadPlan:
@@ -91,7 +91,7 @@ def configure() -> ThreadPlan:
     if _CHOSEN is not None and started in (None, _CHOSEN.layer) \
             and requested_layer() == _CHOSEN.layer:
         plan = _CHOSEN
-    elif started is None and choice_is_open():
+    elif started is None and requested_layer_now() == "default":
         numba.config.THREADING_LAYER = PREFERRED_LAYER
         plan = _CHOSEN = ThreadPlan(
             PREFERRED_LAYER, True, "fastbp chose workqueue: its threads sleep between loops, "
