@@ -12,8 +12,16 @@ from fastbp.kernels import codes, cpu, reference  # noqa: E402
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
-#: (batch, n_in, n_out): below and above the size at which the kernels go parallel
-SHAPES = [(7, 13, 5), (300, 129, cpu.PARALLEL_MIN_WORK // 300 + 3)]
+#: the size at which the kernels go parallel in these tests (smaller than the real one, so
+#: that both compilations of every loop run on small arrays)
+TEST_PARALLEL_MIN_WORK = 1 << 14
+#: (batch, n_in, n_out): below and above that size
+SHAPES = [(7, 13, 5), (300, 129, TEST_PARALLEL_MIN_WORK // 300 + 3)]
+
+
+@pytest.fixture(autouse=True)
+def parallel_from_test_size(monkeypatch):
+    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", TEST_PARALLEL_MIN_WORK)
 
 
 @pytest.fixture(scope="module")
