@@ -22,7 +22,11 @@ stopping rule off (``tol=0``, ``n_iter_no_change`` past the end), shuffling on. 
 ``pytest benchmarks/test_sklearn.py --benchmark-only`` times each (the group is the data set;
 ``extra_info["seconds_per_epoch"]``). ``python benchmarks/test_sklearn.py [ROUNDS [DATA ...]]``
 runs them interleaved, round-robin in a rotating order, and prints per-epoch seconds and the
-ratios side by side.
+ratios side by side. Each run starts after the pause ``fastbp bench`` takes
+(:data:`fastbp.bench.measure.SETTLE_SECONDS`): scikit-learn's GEMMs leave NumPy's OpenBLAS
+threads spinning for about 0.1 s, and a contender started inside that time lost a core to them
+(measured on 2 vCPUs: the estimator, which the rotation runs right after scikit-learn in most
+rounds, read 1.13x the cost of ``MLP.fit`` on digits without the pause).
 """
 
 import sys
@@ -33,6 +37,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp.bench.measure import SETTLE_SECONDS
 
 #: the hidden layers per data set: two of 512, and scikit-learn's default (100,) on digits
 HIDDEN = {"digits": (512, 512), "digits-100": (100,), "mnist": (512, 512),
@@ -111,6 +116,7 @@ def side_by_side(rounds=3, names=tuple(EPOCHS)):
         keys = list(CONTENDERS)
         for r in range(rounds):  # the order rotates: no contender always follows another
             for key in keys[r % len(keys):] + keys[:r % len(keys)]:
+                time.sleep(SETTLE_SECONDS)
                 start = time.perf_counter()
                 CONTENDERS[key](X, y, epochs, HIDDEN[name])
                 times[key].append((time.perf_counter() - start) / epochs)
