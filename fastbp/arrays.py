@@ -38,13 +38,16 @@ def to_array(x, name: str, backend=None):
     return real(host_array(x, name), name)
 
 
-def as_float_array(x, name: str, backend=None, dtype=None):
+def as_float_array(x, name: str, backend=None, dtype=None, keep_exact_integers=False):
     """:func:`to_array` as native float32 or float64: integers and bools become ``dtype`` (the
     model's, which the backend would cast them to anyway; float64 when not given), long doubles
     float64 (checked against ``dtype``'s range before any narrowing), other byte orders native;
     float32/float64 are kept as they are (no copy: the backend casts once, to the model's
-    dtype)."""
+    dtype). ``keep_exact_integers``: a host array of integers that ``dtype`` holds exactly
+    (:func:`exact_integers`) is kept as it is, for training to convert batch by batch."""
     arr = to_array(x, name, backend)
+    if keep_exact_integers and isinstance(arr, np.ndarray) and exact_integers(arr, dtype):
+        return arr
     if arr.dtype.kind in "biu":
         return arr.astype(np.float64 if dtype is None else dtype)
     if arr.dtype.itemsize > 8:
@@ -52,6 +55,15 @@ def as_float_array(x, name: str, backend=None, dtype=None):
     if not arr.dtype.isnative:
         return arr.astype(arr.dtype.newbyteorder("="))
     return arr
+
+
+def exact_integers(arr, dtype) -> bool:
+    """Whether ``arr`` holds native integers or bools that the float ``dtype`` represents
+    exactly, every value of their type: no more bits than its significand (24 in float32:
+    ``uint8`` pixels, ``int16`` samples)."""
+    if dtype is None or arr.dtype.kind not in "biu" or not arr.dtype.isnative:
+        return False
+    return arr.dtype.itemsize * 8 <= np.finfo(dtype).nmant + 1
 
 
 def detached(x):

@@ -18,11 +18,13 @@ __all__ = ["as_float_array", "check_finite", "check_features", "check_targets",
            "class_targets", "check_number", "check_choice"]
 
 
-def check_features(X, n_features: int, name: str = "X", backend=None, dtype=None):
+def check_features(X, n_features: int, name: str = "X", backend=None, dtype=None,
+                   keep_exact_integers=False):
     """``X`` as a finite 2-D float array with ``n_features`` columns whose values fit ``dtype``:
     on ``backend``'s device if it is there already, else on the host (see
-    :func:`fastbp.arrays.to_array`)."""
-    X = as_float_array(X, name, backend, dtype)
+    :func:`fastbp.arrays.to_array`); host integers that ``dtype`` holds exactly stay integers
+    with ``keep_exact_integers`` (see :func:`fastbp.arrays.as_float_array`)."""
+    X = as_float_array(X, name, backend, dtype, keep_exact_integers)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got shape {X.shape}")
     if X.shape[0] == 0:

@@ -44,7 +44,7 @@ except ImportError as exc:  # pragma: no cover - exercised without scikit-learn
     raise ImportError(f"fastbp.MLPClassifier and MLPRegressor need scikit-learn ({exc}): "
                       f"pip install 'fastbp[sklearn]'") from None
 
-from .arrays import detached, host_array
+from .arrays import detached, exact_integers, host_array
 from .data import Standardizer
 from .labels import LabelCoder
 from .model import MLP, PREDICT_CHUNK
@@ -55,6 +55,9 @@ from .weights import check_sample_weight
 #: scikit-learn's activation names -> fastbp's
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 SOLVERS = ("adam", "sgd", "lbfgs")
+#: integer feature dtypes the estimators pass to training unconverted where the model's dtype
+#: holds them exactly
+INTEGER_DTYPES = (np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)
 LEARNING_RATES = ("constant", "invscaling", "adaptive")
 
 
@@ -139,14 +142,17 @@ class BaseMLP(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _input_dtypes(self):
-        """The float dtypes ``X`` is kept in (others, ``uint8`` pixels say, are converted to the
-        first): the model's dtype first, so integer data is not widened to float64 only to be
-        narrowed again."""
+        """The dtypes ``X`` is kept in (others are converted to the first): the model's dtype
+        first, so other integers are not widened to float64 only to be narrowed again, and
+        the integers it holds exactly (``uint8`` pixels), which training converts batch by
+        batch (:func:`fastbp.train.check_data`)."""
         try:
             single = np.dtype(self.dtype) == np.float32
         except TypeError:  # not a dtype: the model refuses it, by name
             single = False
-        return (np.float32, np.float64) if single else (np.float64, np.float32)
+        floats = (np.float32, np.float64) if single else (np.float64, np.float32)
+        return floats + tuple(t for t in INTEGER_DTYPES
+                              if exact_integers(np.empty(0, t), floats[0]))
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         hidden = self._check_params()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import checks
-from .arrays import namespace
+from .arrays import exact_integers, namespace
 from .data import Standardizer, standardize
 
 #: the names ``MLP(preprocess=...)`` takes ("auto": see :func:`choose_auto`)
@@ -84,11 +84,13 @@ class Whitener:
 
 def standardizes_batches(preprocessor, X, dtype) -> bool:
     """Whether training standardises each gathered batch instead of the whole set first: a
-    standardiser, on dense features already in the model's ``dtype``. The batch then holds the
-    same numbers as the rows of the standardised set (the same operations in the same dtype),
-    and no standardised copy of the set is made: half the memory, and no first touch of a copy
-    as large as the set (0.6 s for 60000x784 float32 here) before the first step."""
-    return isinstance(preprocessor, Standardizer) and X.dtype == np.dtype(dtype)
+    standardiser, on dense features already in the model's ``dtype`` or integers it holds
+    exactly (converted as each batch is gathered). The batch then holds the same numbers as the
+    rows of the standardised set (the same operations in the same dtype), and no standardised
+    copy of the set is made: half the memory, and no first touch of a copy as large as the set
+    (0.6 s for 60000x784 float32 here) before the first step."""
+    return isinstance(preprocessor, Standardizer) and (
+        X.dtype == np.dtype(dtype) or exact_integers(X, dtype))
 
 
 def transform(preprocessor, X):

@@ -256,3 +256,25 @@ def test_integer_pixels_train_like_their_float32_values():
         np.testing.assert_array_equal(a, b)
     assert fits[0]._input_dtypes()[0] == np.float32
     assert MLPClassifier(dtype="float64")._input_dtypes()[0] == np.float64
+
+
+def test_uint8_pixels_are_never_copied_whole_into_floats():
+    """The estimator passes uint8 pixels to training unconverted, which converts each batch:
+    a fit's peak of traced memory stays below the float32 copy of the set (4x its bytes)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, (20000, 200), dtype=np.uint8)
+    y = (X[:, 0] > 127).astype(int)
+    estimator = MLPClassifier(hidden_layer_sizes=(8,), max_iter=1, random_state=0,
+                              backend="numpy")
+    estimator.fit(X[:500], y[:500])  # imports and first calls outside the measurement
+    tracemalloc.start()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            estimator.fit(X, y)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * X.nbytes, f"peak {peak / 1e6:.1f} MB for {X.nbytes / 1e6:.1f} MB of pixels"

@@ -5,6 +5,7 @@ import pytest
 
 import fastbp
 from fastbp.data import load, train_test_split
+from fastbp.trainer import Trainer
 
 from backends import usable_backends
 
@@ -214,3 +215,39 @@ def test_standardising_each_batch_trains_as_on_the_standardised_set(backend, shu
     on_set = fastbp.MLP([6, 8, 3], seed=0, backend=backend, preprocess=None)
     on_set.fit(transform(by_batch.preprocessor, X), y, **options)
     np.testing.assert_array_equal(by_batch.get_flat_params(), on_set.get_flat_params())
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.bool_])
+@pytest.mark.parametrize("preprocess", ["standardize", None])
+@pytest.mark.parametrize("shuffle", [False, True])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_integer_features_train_batch_by_batch_as_their_float_values(backend, shuffle,
+                                                                     preprocess, dtype,
+                                                                     monkeypatch):
+    """Integers that the model's dtype holds exactly (uint8 pixels) stay integers: each batch
+    is converted as it is gathered, the set is never converted whole, and the weights and
+    the losses come out bit for bit as from the float32 array of the same values (with a
+    validation split, sample weights and standardising or not)."""
+    rng = np.random.default_rng(4)
+    values = rng.integers(-300 if dtype == np.int16 else 0, 2 if dtype == np.bool_ else 256,
+                          (300, 6))
+    X = values.astype(dtype)
+    y = rng.integers(0, 3, 300)
+    weights = rng.uniform(0.5, 2.0, 300)
+    options = dict(epochs=2, batch_size=64, shuffle=shuffle, verbose=0, validation_split=0.2,
+                   sample_weight=weights)
+
+    def train(data):
+        net = fastbp.MLP([6, 8, 3], seed=0, backend=backend, preprocess=preprocess)
+        return net, net.fit(data, y, **options)
+
+    floats, float_history = train(X.astype(np.float32))
+    placed = []
+    place = Trainer.place_data
+    monkeypatch.setattr(Trainer, "place_data", lambda self, X, Y: placed.append(X.dtype)
+                        or place(self, X, Y))
+    ints, int_history = train(X)
+    assert placed == [np.dtype(dtype)]  # the training rows reached the trainer unconverted
+    np.testing.assert_array_equal(ints.get_flat_params(), floats.get_flat_params())
+    assert int_history.train_loss == float_history.train_loss
+    assert int_history.val_loss == float_history.val_loss

@@ -34,6 +34,12 @@ class NumpyBackend(MixedPrecisionOps, KernelBackend):
     def take_rows(self, x, index, out):
         return np.take(x, index, axis=0, out=out)
 
+    def upload_rows(self, host, rows, out):
+        """``out[...] = host[rows]``: the gathered rows cast into ``out`` in one copy (integer
+        features become the model's dtype here, batch by batch)."""
+        out[...] = host[rows]
+        return out
+
     def asindex(self, index):
         return np.asarray(index, dtype=np.intp)
 
