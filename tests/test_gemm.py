@@ -93,6 +93,23 @@ def test_mkl_products_match_numpy_in_every_layout(mkl, dtype, rtol):
         np.testing.assert_allclose(out, a @ b, rtol=rtol, atol=rtol * np.abs(a @ b).max())
 
 
+@pytest.mark.parametrize("a_shape, b_shape, out_shape", [
+    ((4, 5), (6, 3), (4, 3)),  # inner dimensions differ
+    ((4, 5), (5, 3), (4, 2)),  # the output is too small
+    ((4, 5), (5, 3), (3, 4)),
+])
+def test_mkl_refuses_shapes_that_do_not_match_as_numpy_does(mkl, a_shape, b_shape, out_shape):
+    """A mismatched GEMM is a ValueError before MKL is called (it would read and write out of
+    bounds), as ``np.matmul`` refuses it."""
+    a, b, out = (np.ones(shape, np.float32) for shape in (a_shape, b_shape, out_shape))
+    with pytest.raises(ValueError):
+        np.matmul(a, b, out=out)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        mkl.matmul(a, b, out)
+    with pytest.raises(ValueError, match="shapes do not match"):
+        mkl.matmul_bf16(*(np.ones(x.shape, np.uint16) for x in (a, b)), out)
+
+
 def bf16_pair(seed=0):
     a, b = operands(np.float32, seed=seed)
     a16, b16 = (reference.to_bf16(x, np.empty(x.shape, np.uint16)) for x in (a, b))

@@ -137,6 +137,9 @@ class MklGemm:
             raise ValueError(f"GEMM output must be C-contiguous, got strides {out.strides}")
         m, k = a.shape
         n = b.shape[1]
+        if b.shape[0] != k or out.shape != (m, n):  # BLAS would read and write out of bounds
+            raise ValueError(f"GEMM shapes do not match: {a.shape} @ {b.shape} into "
+                             f"{out.shape}")
         if m and n:
             routine(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
                     0.0, out.ctypes.data, n)
