@@ -143,12 +143,13 @@ class Trainer:
     def place_data(self, X, Y):
         """The training set on the device, where every batch is gathered from -- unless it
         would take more than :data:`DEVICE_SHARE` of the device's free memory, or is a row
-        source or integer features (see :func:`fastbp.train.check_data`): then it stays on
-        the host and each batch is gathered there and copied over into the model's dtype
-        (:meth:`batch`)."""
+        source, or integer features (see :func:`fastbp.train.check_data`) on a backend with
+        no device of its own: then it stays on the host and each batch is gathered there and
+        copied over into the model's dtype (:meth:`batch`). A device takes integer features
+        converted chunk by chunk as they are copied over."""
         free = self.backend.device_memory_free()
         itemsize = 4 if self.net.dtype == "float32" else 8
-        self.streamed = is_row_source(X) or X.dtype.kind in "biu" or (
+        self.streamed = is_row_source(X) or (free is None and X.dtype.kind in "biu") or (
             free is not None and (X.size + Y.size) * itemsize > DEVICE_SHARE * free)
         if self.streamed:
             return X, Y

@@ -217,17 +217,21 @@ def test_standardising_each_batch_trains_as_on_the_standardised_set(backend, shu
     np.testing.assert_array_equal(by_batch.get_flat_params(), on_set.get_flat_params())
 
 
+@pytest.mark.parametrize("device_memory", [None, 1 << 40], ids=["host", "device"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.bool_])
 @pytest.mark.parametrize("preprocess", ["standardize", None])
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
 def test_integer_features_train_batch_by_batch_as_their_float_values(backend, shuffle,
                                                                      preprocess, dtype,
+                                                                     device_memory,
                                                                      monkeypatch):
-    """Integers that the model's dtype holds exactly (uint8 pixels) stay integers: each batch
-    is converted as it is gathered, the set is never converted whole, and the weights and
-    the losses come out bit for bit as from the float32 array of the same values (with a
-    validation split, sample weights and standardising or not)."""
+    """Integers that the model's dtype holds exactly (uint8 pixels) stay integers: on a
+    backend without a device of its own each batch is converted as it is gathered and the set
+    is never converted whole; a device (here a host backend that reports device memory) takes
+    the set converted as it is copied over. Either way the weights and the losses come out bit
+    for bit as from the float32 array of the same values (with a validation split, sample
+    weights and standardising or not)."""
     rng = np.random.default_rng(4)
     values = rng.integers(-300 if dtype == np.int16 else 0, 2 if dtype == np.bool_ else 256,
                           (300, 6))
@@ -241,13 +245,23 @@ def test_integer_features_train_batch_by_batch_as_their_float_values(backend, sh
         net = fastbp.MLP([6, 8, 3], seed=0, backend=backend, preprocess=preprocess)
         return net, net.fit(data, y, **options)
 
+    monkeypatch.setattr(type(fastbp.get_backend(backend)), "device_memory_free",
+                        lambda self: device_memory)
     floats, float_history = train(X.astype(np.float32))
     placed = []
     place = Trainer.place_data
-    monkeypatch.setattr(Trainer, "place_data", lambda self, X, Y: placed.append(X.dtype)
-                        or place(self, X, Y))
+
+    def recording(trainer, X, Y):
+        placed.append(X.dtype)
+        device_X, _ = placed_data = place(trainer, X, Y)
+        placed.append((trainer.streamed, device_X.dtype))
+        return placed_data
+
+    monkeypatch.setattr(Trainer, "place_data", recording)
     ints, int_history = train(X)
-    assert placed == [np.dtype(dtype)]  # the training rows reached the trainer unconverted
+    # the training rows reached the trainer unconverted; it kept them (host) or converted them
+    kept = (True, np.dtype(dtype)) if device_memory is None else (False, np.dtype(np.float32))
+    assert placed == [np.dtype(dtype), kept]
     np.testing.assert_array_equal(ints.get_flat_params(), floats.get_flat_params())
     assert int_history.train_loss == float_history.train_loss
     assert int_history.val_loss == float_history.val_loss
