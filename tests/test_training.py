@@ -265,3 +265,27 @@ def test_integer_features_train_batch_by_batch_as_their_float_values(backend, sh
     np.testing.assert_array_equal(ints.get_flat_params(), floats.get_flat_params())
     assert int_history.train_loss == float_history.train_loss
     assert int_history.val_loss == float_history.val_loss
+
+
+def test_uint8_pixels_in_a_memory_map_train_without_being_read_whole(tmp_path, monkeypatch):
+    """A ``uint8`` memory map (a data set on disk) trains batch by batch from the map: the
+    trainer gathers from the map itself (no float copy of it), and the weights are those
+    of the array in memory."""
+    rng = np.random.default_rng(5)
+    pixels = rng.integers(0, 256, (400, 12), dtype=np.uint8)
+    y = (pixels[:, 0] > 127).astype(int)
+    mapped = np.lib.format.open_memmap(tmp_path / "pixels.npy", "w+", np.uint8, pixels.shape)
+    mapped[...] = pixels
+    mapped.flush()
+    mapped = np.load(tmp_path / "pixels.npy", mmap_mode="r")
+    placed = []
+    place = Trainer.place_data
+    monkeypatch.setattr(Trainer, "place_data", lambda self, X, Y: placed.append(
+        isinstance(X, np.memmap)) or place(self, X, Y))
+    weights = []
+    for data in (mapped, pixels):
+        net = fastbp.MLP([12, 8, 2], seed=0, backend="numpy")
+        net.fit(data, y, epochs=2, batch_size=50, verbose=0)
+        weights.append(net.get_flat_params())
+    assert placed == [True, False]
+    np.testing.assert_array_equal(*weights)
