@@ -46,7 +46,7 @@ def as_float_array(x, name: str, backend=None, dtype=None, keep_exact_integers=F
     dtype). ``keep_exact_integers``: a host array of integers that ``dtype`` holds exactly
     (:func:`exact_integers`) is kept as it is, for training to convert batch by batch."""
     arr = to_array(x, name, backend)
-    if keep_exact_integers and isinstance(arr, np.ndarray) and exact_integers(arr, dtype):
+    if keep_exact_integers and isinstance(arr, np.ndarray) and exact_integers(arr.dtype, dtype):
         return arr
     if arr.dtype.kind in "biu":
         return arr.astype(np.float64 if dtype is None else dtype)
@@ -57,13 +57,14 @@ def as_float_array(x, name: str, backend=None, dtype=None, keep_exact_integers=F
     return arr
 
 
-def exact_integers(arr, dtype) -> bool:
-    """Whether ``arr`` holds native integers or bools that the float ``dtype`` represents
-    exactly, every value of their type: no more bits than its significand (24 in float32:
-    ``uint8`` pixels, ``int16`` samples)."""
-    if dtype is None or arr.dtype.kind not in "biu" or not arr.dtype.isnative:
+def exact_integers(kind, dtype) -> bool:
+    """Whether ``kind`` is a native integer or bool dtype whose every value the float
+    ``dtype`` represents exactly: no more bits than its significand (24 in float32: ``uint8``
+    pixels, ``int16`` samples)."""
+    kind = np.dtype(kind)
+    if dtype is None or kind.kind not in "biu" or not kind.isnative:
         return False
-    return arr.dtype.itemsize * 8 <= np.finfo(dtype).nmant + 1
+    return kind.itemsize * 8 <= np.finfo(dtype).nmant + 1
 
 
 def detached(x):

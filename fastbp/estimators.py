@@ -152,7 +152,7 @@ class BaseMLP(BaseEstimator):
             single = False
         floats = (np.float32, np.float64) if single else (np.float64, np.float32)
         return floats + tuple(t for t in INTEGER_DTYPES
-                              if exact_integers(np.empty(0, t), floats[0]))
+                              if exact_integers(t, floats[0]))
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         hidden = self._check_params()

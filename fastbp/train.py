@@ -90,7 +90,8 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
     """:func:`fit` after its options are checked: the data checked, the checkpoint read and
     validated (before anything changes), the split, the weights, the preprocessor, the
     trainer."""
-    X, Y = check_data(net, X, y, keep_integers=opts.optimizer != "lbfgs" and comm is None)
+    minibatches_here = comm is None and opts.optimizer != "lbfgs"  # the plain Trainer's loop
+    X, Y = check_data(net, X, y, keep_integers=minibatches_here)
     if sample_weight is not None:
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
     validation = check_validation_data(net, validation_data)
@@ -102,10 +103,9 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
     X, Y, sample_weight, val, split_order = split_data(
         net, X, Y, sample_weight, validation, opts.validation_split,
         saved and saved.split_order)
-    val = val and (as_model_dtype(net, val[0]), val[1])
     weights = row_weights(sample_weight, opts.class_weight, Y, net.task)
     net.fit_preprocessor(X, None if weights is None else weights[:, 0])
-    on_batches = (comm is None and opts.optimizer != "lbfgs" and not is_row_source(X)
+    on_batches = (minibatches_here and not is_row_source(X)
                   and preprocess.standardizes_batches(net.preprocessor, X, net.dtype))
     if net.preprocessor is not None:
         X, val = (X if on_batches else preprocessed(net.preprocessor, X)), val and (
@@ -135,10 +135,9 @@ def check_data(net, X, y, keep_integers=False):
 
 
 def as_model_dtype(net, X):
-    """Integer features kept by :func:`check_data` in the model's dtype (a validation split,
-    evaluated whole); anything else as it is."""
-    return X.astype(net.dtype) if getattr(X, "dtype", None) is not None and \
-        X.dtype.kind in "biu" else X
+    """Integer features kept by :func:`check_data` in the model's dtype (the held-out rows of
+    a split, evaluated whole); anything else, a row source included, as it is."""
+    return X if is_row_source(X) or X.dtype.kind not in "biu" else X.astype(net.dtype)
 
 
 def check_validation_data(net, validation_data):
@@ -187,5 +186,5 @@ def split_data(net, X, Y, sample_weight, validation, validation_split, order=Non
     order = net.rng.permutation(X.shape[0]) if order is None else order
     val_idx, train_idx = order[:n_val], order[n_val:]
     kept_weights = None if sample_weight is None else sample_weight[train_idx]
-    return (take(X, train_idx), Y[train_idx], kept_weights, (take(X, val_idx), Y[val_idx]),
-            order)
+    return (take(X, train_idx), Y[train_idx], kept_weights,
+            (as_model_dtype(net, take(X, val_idx)), Y[val_idx]), order)
