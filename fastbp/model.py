@@ -22,6 +22,7 @@ import math
 from . import checks, host, init as initialisers, preprocess
 from .activations import make_activation, make_hidden
 from .backend import get_backend
+from .fit_buffers import FitBuffers
 from .guard import UseGuard, exclusive
 from .layers import Dense, Maxout, PReLU
 from .losses import make_loss
@@ -85,6 +86,8 @@ class MLP:
         #: the optimizer and counts a continued fit picks up
         #: (:class:`fastbp.trainer.TrainingState`)
         self.training_state = None
+        #: the trainer's snapshots and batch buffers, kept for the next fit
+        self.fit_buffers = FitBuffers(self.backend)
         #: whether preprocess="auto" has chosen (at the first fit, or in the file it came from)
         self.auto_decided = False
         self._build(scale)

@@ -66,7 +66,9 @@ class Trainer:
         self.state = self.continued_state()
         self.optimizer = self.state.optimizer
         self.loss_acc = be.zeros((1,), net.dtype)
-        self.last_good = be.empty((net.n_params,), net.dtype)
+        self.buffers = net.fit_buffers
+        self.buffers.start_fit()
+        self.last_good = self.buffers.get("last_good", (net.n_params,), net.dtype)
         self.best = None
         self.batches: dict[int, tuple] = {}
         self.history = History()
@@ -123,7 +125,7 @@ class Trainer:
     def keep_best(self, epoch):
         """Remember the current weights as the best; they are put back when training ends."""
         if self.best is None:
-            self.best = self.backend.empty((self.net.n_params,), self.net.dtype)
+            self.best = self.buffers.get("best", (self.net.n_params,), self.net.dtype)
         self.backend.copy(self.net.params, self.best)
         self.history.best_epoch = epoch - self.epoch_offset
 
@@ -310,7 +312,7 @@ class Trainer:
             return Xb, Yb
         n = Xb.shape[0]
         if n not in self.noise_buffers:
-            self.noise_buffers[n] = self.backend.empty(Xb.shape, self.net.dtype)
+            self.noise_buffers[n] = self.buffers.get("noise", Xb.shape, self.net.dtype)
         noisy = self.backend.gaussian_noise(Xb, self.net.rng, self.opts.input_noise,
                                             self.noise_buffers[n])
         return noisy, Yb
@@ -366,9 +368,9 @@ class Trainer:
     def batch_buffers(self, n):
         """The fixed device buffers of a batch of ``n`` rows (inputs, targets, weights)."""
         if n not in self.batches:
-            be, net = self.backend, self.net
             widths = [self.X.shape[1], self.Y.shape[1]] + [1] * (self.weights is not None)
-            self.batches[n] = tuple(be.empty((n, width), net.dtype) for width in widths)
+            self.batches[n] = tuple(self.buffers.get(name, (n, width), self.net.dtype)
+                                    for name, width in zip(("X", "Y", "weights"), widths))
         return self.batches[n]
 
     def validate(self) -> dict:
