@@ -136,3 +136,50 @@ print(json.dumps({"running": numba.threading_layer(), "plan": be.thread_plan.as_
     assert done.returncode == 0, done.stderr[-3000:]
     info = json.loads(done.stdout.strip().splitlines()[-1])
     assert info["running"] == info["plan"]["threading_layer"] == "workqueue"
+
+
+#: imports torch through the bf16 provider, with a stand-in torch that records the wait policy
+#: its libgomp would read when loaded
+POLICY_SCRIPT = """
+import json, os
+from fastbp.backends import gemm, threads  # loads fastbp's Numba kernels, which set a policy
+gemm.TorchBf16Gemm(2)._import()
+import torch
+print(json.dumps({"at_import": torch.POLICY_AT_IMPORT,
+                  "after": os.environ.get("OMP_WAIT_POLICY")}))
+"""
+
+FAKE_TORCH = """
+import os
+POLICY_AT_IMPORT = os.environ.get("OMP_WAIT_POLICY")
+def set_num_threads(n):
+    pass
+"""
+
+
+def policy_at_torch_import(tmp_path, **env):
+    (tmp_path / "torch.py").write_text(FAKE_TORCH)
+    environ = {k: v for k, v in os.environ.items()
+               if k not in ("NUMBA_THREADING_LAYER", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
+    environ.update(env, PYTHONPATH=os.pathsep.join([str(tmp_path)] + sys.path))
+    done = subprocess.run([sys.executable, "-c", POLICY_SCRIPT], env=environ,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_torch_imported_for_bf16_gemms_loads_its_libgomp_with_its_own_default(tmp_path):
+    """fastbp's passive policy is for Numba's OpenMP, not for the pool that runs nothing but
+    the bf16 GEMMs; it is in force again after the import."""
+    assert policy_at_torch_import(tmp_path) == {"at_import": None, "after": "PASSIVE"}
+
+
+def test_the_users_wait_policy_reaches_torch(tmp_path):
+    assert policy_at_torch_import(tmp_path, OMP_WAIT_POLICY="PASSIVE") == {
+        "at_import": "PASSIVE", "after": "PASSIVE"}
+
+
+def test_with_numba_on_openmp_torch_waits_passively(tmp_path):
+    """The loops may share torch's libgomp: its threads must not spin beside the BLAS's."""
+    assert policy_at_torch_import(tmp_path, NUMBA_THREADING_LAYER="omp")["at_import"] == \
+        "PASSIVE"

@@ -18,7 +18,8 @@ float32, see :mod:`fastbp.backends.mixed`). Operands may be transposed views (``
   sequentially.
 - ``torch``: bf16 GEMMs only, through PyTorch's CPU matmul (oneDNN, which uses AVX512-BF16
   and AMX on any vendor's CPU); the product is rounded to bf16 by the library, then widened
-  into the float32 ``out``.
+  into the float32 ``out``. torch is imported on first use, its libgomp with its own default
+  wait policy (:func:`fastbp.backends.threads.torch_spins_as_by_default`).
 
 :func:`select` takes MKL for float32 on Intel CPUs where it is installed (measured on a
 Sapphire Rapids, 2 cores: MKL's SGEMMs 1.12-1.24x faster than OpenBLAS's on the bench's step
@@ -32,6 +33,7 @@ GFLOP/s against 200-330 for oneDNN on the Zen 4), then MKL. Each choice keeps it
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import glob
@@ -158,6 +160,18 @@ def _operand(x):
     return (x,) + layout
 
 
+def torch_import_policy():
+    """The wait policy ``import torch`` loads PyTorch's libgomp with: its own default, where
+    fastbp's Numba kernels set a passive one for themselves
+    (:func:`fastbp.backends.threads.torch_spins_as_by_default`); without them (no Numba)
+    fastbp set none."""
+    if "fastbp.kernels.cpu" not in sys.modules:
+        return contextlib.nullcontext()
+    from .threads import torch_spins_as_by_default
+
+    return torch_spins_as_by_default()
+
+
 class TorchBf16Gemm:
     """bf16 GEMMs on PyTorch's CPU matmul (oneDNN), imported on first use."""
 
@@ -170,7 +184,8 @@ class TorchBf16Gemm:
 
     def _import(self):
         if self.torch is None:
-            import torch
+            with torch_import_policy():
+                import torch
 
             torch.set_num_threads(self.threads)
             self.torch = torch
