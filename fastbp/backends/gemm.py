@@ -23,8 +23,8 @@ float32, see :mod:`fastbp.backends.mixed`). Operands may be transposed views (``
 
 :func:`select` takes MKL for float32 on Intel CPUs where it is installed (measured on a
 Sapphire Rapids, 2 cores: MKL's SGEMMs 1.12-1.24x faster than OpenBLAS's on the bench's step
-GEMMs), NumPy's BLAS elsewhere (on an AMD Zen 4 MKL's SGEMMs ran the step GEMMs 1.3x slower
-than OpenBLAS's SkylakeX kernels, measured side by side). For bf16: MKL on Intel CPUs (its AMX
+GEMMs), NumPy's BLAS elsewhere (MKL's SGEMMs ran the step GEMMs 1.3x slower than OpenBLAS's
+SkylakeX kernels on an AMD Zen 4, 2.1-2.3x slower on a Zen 5, measured side by side). For bf16: MKL on Intel CPUs (its AMX
 kernels write the float32 product directly: a mid training step took 10.1-10.7 ms against
 12.0-12.3 through PyTorch, whose bf16 product must be widened in a second pass), PyTorch's
 oneDNN elsewhere where installed (MKL's bf16 kernels do not use AVX512-BF16 on AMD CPUs: 53
@@ -290,7 +290,8 @@ def select(threads: int, mkl_path: str | None = None, flags: set | None = None,
         mkl_reason = f"MKL is not installed ({MKL_HINT} for its GEMMs)"
     if mkl and vendor != INTEL:
         fp32, fp32_reason = NumpyGemm(), (f"NumPy's BLAS: MKL is installed, but on a {vendor} "
-                                          f"CPU its float32 GEMMs are slower (1.3x on Zen 4)")
+                                          f"CPU its float32 GEMMs are slower (1.3x on Zen 4, "
+                                          f"2.1-2.3x on Zen 5)")
     else:
         fp32 = mkl or NumpyGemm()
         fp32_reason = mkl_reason if mkl else f"NumPy's BLAS: {mkl_reason}"
