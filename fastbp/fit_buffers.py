@@ -10,7 +10,8 @@ that follows one of the same shapes allocates none.
 
 A buffer is written whole before it is read in every fit, so nothing of one fit reaches the
 next through it. A fit starts by dropping the buffers the fit before it did not ask for: a
-process that fits many batch sizes holds at most two fits' worth.
+process that fits many batch sizes holds at most two fits' worth. The cost: a fitted network
+holds one parameter vector more (two after ``keep_best``) and its batch buffers.
 """
 
 from __future__ import annotations

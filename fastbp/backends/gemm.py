@@ -24,11 +24,12 @@ float32, see :mod:`fastbp.backends.mixed`). Operands may be transposed views (``
 :func:`select` takes MKL for float32 on Intel CPUs where it is installed (measured on a
 Sapphire Rapids, 2 cores: MKL's SGEMMs 1.12-1.24x faster than OpenBLAS's on the bench's step
 GEMMs), NumPy's BLAS elsewhere (MKL's SGEMMs ran the step GEMMs 1.3x slower than OpenBLAS's
-SkylakeX kernels on an AMD Zen 4, 2.1-2.3x slower on a Zen 5, measured side by side). For bf16: MKL on Intel CPUs (its AMX
-kernels write the float32 product directly: a mid training step took 10.1-10.7 ms against
-12.0-12.3 through PyTorch, whose bf16 product must be widened in a second pass), PyTorch's
-oneDNN elsewhere where installed (MKL's bf16 kernels do not use AVX512-BF16 on AMD CPUs: 53
-GFLOP/s against 200-330 for oneDNN on the Zen 4), then MKL. Each choice keeps its reason.
+SkylakeX kernels on an AMD Zen 4, 2.1-2.3x slower on a Zen 5, measured side by side). For
+bf16: MKL on Intel CPUs (its AMX kernels write the float32 product directly: a mid training
+step took 10.1-10.7 ms against 12.0-12.3 through PyTorch, whose bf16 product must be widened
+in a second pass), PyTorch's oneDNN elsewhere where installed (MKL's bf16 kernels do not use
+AVX512-BF16 on AMD CPUs: 53 GFLOP/s against 200-330 for oneDNN on the Zen 4), then MKL. Each
+choice keeps its reason.
 """
 
 from __future__ import annotations
