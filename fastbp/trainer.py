@@ -70,11 +70,9 @@ class Trainer:
         self.buffers.start_fit()
         self.last_good = self.buffers.get("last_good", (net.n_params,), net.dtype)
         self.best = None
-        self.batches: dict[int, tuple] = {}
         self.history = History()
         self.clock = be.step_clock()
         self.runners: dict[int, object] = {}
-        self.noise_buffers: dict[int, object] = {}
         self.current = None
         self.fingerprint = self.split_order = None
 
@@ -310,11 +308,8 @@ class Trainer:
         its own: ``Xb`` may be a view of the training set)."""
         if not self.opts.input_noise:
             return Xb, Yb
-        n = Xb.shape[0]
-        if n not in self.noise_buffers:
-            self.noise_buffers[n] = self.buffers.get("noise", Xb.shape, self.net.dtype)
-        noisy = self.backend.gaussian_noise(Xb, self.net.rng, self.opts.input_noise,
-                                            self.noise_buffers[n])
+        out = self.buffers.get("noise", Xb.shape, self.net.dtype)
+        noisy = self.backend.gaussian_noise(Xb, self.net.rng, self.opts.input_noise, out)
         return noisy, Yb
 
     def runner(self, n):
@@ -367,11 +362,9 @@ class Trainer:
 
     def batch_buffers(self, n):
         """The fixed device buffers of a batch of ``n`` rows (inputs, targets, weights)."""
-        if n not in self.batches:
-            widths = [self.X.shape[1], self.Y.shape[1]] + [1] * (self.weights is not None)
-            self.batches[n] = tuple(self.buffers.get(name, (n, width), self.net.dtype)
-                                    for name, width in zip(("X", "Y", "weights"), widths))
-        return self.batches[n]
+        widths = [self.X.shape[1], self.Y.shape[1]] + [1] * (self.weights is not None)
+        return tuple(self.buffers.get(name, (n, width), self.net.dtype)
+                     for name, width in zip(("X", "Y", "weights"), widths))
 
     def validate(self) -> dict:
         """Validation loss and score (accuracy, or R^2 for regression), if there is a set."""
