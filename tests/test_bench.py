@@ -178,6 +178,24 @@ def test_bf16_rows_and_the_torch_autocast_column(capsys):
     assert "numpy bf16" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("flags", [{"avx512_bf16"}, set()])
+def test_torch_autocast_is_timed_only_on_a_cpu_with_bf16_instructions(monkeypatch, capsys,
+                                                                      flags):
+    """Without bf16 instructions PyTorch's CPU autocast runs emulated kernels (minutes a large
+    step): the column is skipped with the reason, PyTorch's float32 column stays."""
+    pytest.importorskip("torch")
+    from fastbp.backends import gemm
+
+    monkeypatch.setattr(gemm, "cpu_flags", lambda: flags)
+    results = bench.run(bench_args(*TINY, "--backends", "numpy", "--compare-torch", "--bf16"))
+    labels = set(results[0].ms)
+    assert "torch (cpu)" in labels
+    assert ("torch bf16 autocast (cpu)" in labels) == bool(flags)
+    printed = capsys.readouterr().out
+    assert ("skipped torch bf16 autocast: this CPU lacks bf16 instructions" in printed) \
+        == (not flags)
+
+
 def test_bf16_where_no_backend_offers_it_is_skipped_with_the_reason(monkeypatch, capsys):
     from fastbp.backends import gemm
 

@@ -23,13 +23,14 @@ float32, see :mod:`fastbp.backends.mixed`). Operands may be transposed views (``
 
 :func:`select` takes MKL for float32 on Intel CPUs where it is installed (measured on a
 Sapphire Rapids, 2 cores: MKL's SGEMMs 1.12-1.24x faster than OpenBLAS's on the bench's step
-GEMMs), NumPy's BLAS elsewhere (MKL's SGEMMs ran the step GEMMs 1.3x slower than OpenBLAS's
-SkylakeX kernels on an AMD Zen 4, 2.1-2.3x slower on a Zen 5, measured side by side). For
-bf16: MKL on Intel CPUs (its AMX kernels write the float32 product directly: a mid training
-step took 10.1-10.7 ms against 12.0-12.3 through PyTorch, whose bf16 product must be widened
-in a second pass), PyTorch's oneDNN elsewhere where installed (MKL's bf16 kernels do not use
-AVX512-BF16 on AMD CPUs: 53 GFLOP/s against 200-330 for oneDNN on the Zen 4), then MKL. Each
-choice keeps its reason.
+GEMMs), NumPy's BLAS elsewhere (MKL's SGEMMs ran the step GEMMs 1.2-1.5x slower than
+OpenBLAS's Haswell kernels on an AMD Zen 3, 1.3x slower than its SkylakeX kernels on a Zen 4
+and 2.1-2.3x on a Zen 5, measured side by side). For bf16: MKL on Intel CPUs (its AMX kernels
+write the float32 product directly: a mid training step took 10.1-10.7 ms against 12.0-12.3
+through PyTorch, whose bf16 product must be widened in a second pass), PyTorch's oneDNN
+elsewhere where installed (MKL's bf16 kernels do not use AVX512-BF16 on AMD CPUs: 53 GFLOP/s
+against 200-330 for oneDNN on the Zen 4), then MKL; none on a CPU without bf16 instructions.
+Each choice keeps its reason.
 """
 
 from __future__ import annotations
@@ -245,6 +246,15 @@ def cpu_flags() -> set:
     return set((cpuinfo("flags") or "").split())
 
 
+def bf16_missing(flags: set | None = None) -> str | None:
+    """Why this CPU has no bf16 GEMM instructions, or None if it has them (``flags``: its
+    instruction-set flags, for tests)."""
+    flags = cpu_flags() if flags is None else flags
+    if flags & set(BF16_FLAGS):
+        return None
+    return f"this CPU lacks bf16 instructions ({' or '.join(BF16_FLAGS)})"
+
+
 def cpu_vendor() -> str:
     """The CPU vendor string (``GenuineIntel``, ``AuthenticAMD``; ``unknown`` off Linux)."""
     return cpuinfo("vendor_id") or "unknown"
@@ -290,16 +300,15 @@ def select(threads: int, mkl_path: str | None = None, flags: set | None = None,
     else:
         mkl_reason = f"MKL is not installed ({MKL_HINT} for its GEMMs)"
     if mkl and vendor != INTEL:
-        fp32, fp32_reason = NumpyGemm(), (f"NumPy's BLAS: MKL is installed, but on a {vendor} "
-                                          f"CPU its float32 GEMMs are slower (1.3x on Zen 4, "
-                                          f"2.1-2.3x on Zen 5)")
+        fp32, fp32_reason = NumpyGemm(), (f"NumPy's BLAS: MKL is installed, but on this {vendor} "
+                                          f"CPU its float32 GEMMs are slower (1.2-1.5x on Zen 3, "
+                                          f"1.3x on Zen 4, 2.1-2.3x on Zen 5)")
     else:
         fp32 = mkl or NumpyGemm()
         fp32_reason = mkl_reason if mkl else f"NumPy's BLAS: {mkl_reason}"
-    has_bf16 = bool(flags & set(BF16_FLAGS))
-    if not has_bf16:
-        return Gemms(fp32, fp32_reason, None,
-                     f"this CPU lacks bf16 instructions ({' or '.join(BF16_FLAGS)})")
+    no_bf16 = bf16_missing(flags)
+    if no_bf16:
+        return Gemms(fp32, fp32_reason, None, no_bf16)
     if mkl and vendor == INTEL:
         return Gemms(fp32, fp32_reason, mkl, "MKL's cblas_gemm_bf16bf16f32 on an Intel CPU "
                                              "(AMX tiles; float32 products, no widening pass)")

@@ -13,20 +13,18 @@ from .figures import plot_configs, plot_sweep
 from .measure import measure
 from .report import as_json, format_table, machine_info
 from .runners import bf16_backends, order_runners
-from .torch_peer import start_torch, torch_runner
+from .torch_peer import start_torch, torch_runners
 
 
 def run(args):
     """``fastbp bench``: validate, time, print the table, write the JSON and the plot."""
     plan = make_plan(args)
     worker = start_torch(plan)
-    bf16 = bf16_backends(plan) if plan.bf16 else []
-    for name, why in plan.skipped.items():
-        print(f"skipped {name}: {why}")
     try:
-        torch_columns = [torch_runner(worker, plan.dtype, autocast)
-                         for autocast in ((False, True) if plan.bf16 else (False,))
-                         ] if worker else []
+        bf16 = bf16_backends(plan) if plan.bf16 else []
+        torch_columns = torch_runners(worker, plan)
+        for name, why in plan.skipped.items():
+            print(f"skipped {name}: {why}")
         results = measure(plan, order_runners(plan.backends, torch_columns, plan.dtype, bf16))
     finally:
         if worker is not None:

@@ -13,6 +13,7 @@ import time
 
 import numpy as np
 
+from ..backends.gemm import bf16_missing
 from .cases import LR
 from .report import cpu_model, numpy_blas
 from .runners import Runner
@@ -29,6 +30,25 @@ def torch_runner(worker: TorchWorker, dtype, autocast: bool = False) -> Runner:
     device = "gpu" if worker.info["device"] == "cuda" else "host"
     mode = " bf16 autocast" if autocast else ""
     return Runner(f"torch{mode} ({worker.info['device']})", device, "torch", make)
+
+
+def torch_runners(worker: TorchWorker | None, plan) -> list[Runner]:
+    """PyTorch's columns: float32 eager, and with ``--bf16`` its bf16 autocast -- skipped, with
+    the reason, on a CPU without bf16 instructions, where PyTorch runs autocast on emulated
+    bf16 kernels (a small step took 13x its float32 time on an AMD EPYC Zen 3, and a
+    ``--bf16`` run there had not finished after 10 minutes) and fastbp has no bf16 column to
+    compare it with."""
+    if worker is None:
+        return []
+    columns = [torch_runner(worker, plan.dtype)]
+    if plan.bf16:
+        missing = None if worker.info["device"] == "cuda" else bf16_missing()
+        if missing:
+            plan.skipped["torch bf16 autocast"] = (f"{missing}: PyTorch's CPU autocast would "
+                                                   f"run emulated bf16 kernels")
+        else:
+            columns.append(torch_runner(worker, plan.dtype, autocast=True))
+    return columns
 
 
 #: what the worker process runs: :func:`torch_worker`
