@@ -21,11 +21,12 @@ activation (a per-element branch on a runtime code keeps LLVM from vectorising, 
 slower for ReLU; a ``literal_unroll`` inside the row loop cost ~70 ns a row, 14 us of a 200-row
 call that otherwise takes 1 us).
 
-Each loop is compiled twice from one source (:class:`Kernel`): ``parallel=True``, and serial for
-work below :data:`PARALLEL_MIN_WORK` elements, where starting the thread team costs more than it
-saves. Both are ``cache=True``. Python-float hyper-parameters (``alpha``, ``scale``, ``lr``, ...)
-are cast to the array dtype inside the loop, before use: a float64 scalar would silently promote a
-float32 loop to float64 (the tests read the LLVM IR to make sure nothing does).
+Each loop is compiled twice from one source (:class:`fastbp.kernels.kernel.Kernel`):
+``parallel=True``, and serial for work below ``kernel.PARALLEL_MIN_WORK`` elements, where
+starting the thread team costs more than it saves. Both are ``cache=True``. Python-float
+hyper-parameters (``alpha``, ``scale``, ``lr``, ...) are cast to the array dtype inside the
+loop, before use: a float64 scalar would silently promote a float32 loop to float64 (the tests
+read the LLVM IR to make sure nothing does).
 Nothing here fuses ``dW += lam * W`` into the optimizer step: the Backend interface keeps the
 gradient explicit.
 
@@ -34,20 +35,16 @@ reference's optional ``*16_out`` buffer and write the bf16 copy of each row whil
 still in registers or L1 (:func:`bf16_bits`), not in a sweep of its own.
 """
 
-import hashlib
 import math
-import os
-import pathlib
-import re
-import types
 
 import numpy as np
 from llvmlite import ir
-from numba import get_num_threads, literal_unroll, njit, prange
+from numba import get_num_threads, literal_unroll, prange
 from numba.core import types as nbtypes
 from numba.extending import intrinsic, register_jitable
 
-from . import codes, scalar
+from . import openmp  # noqa: F401 -- sets libgomp's passive wait policy before any loop runs
+from . import scalar
 from .codes import (
     BINARY_CROSS_ENTROPY,
     CROSS_ENTROPY,
@@ -62,6 +59,7 @@ from .codes import (
     SOFTMAX,
     TANH,
 )
+from .kernel import Kernel
 
 #: activations applied element by element (softmax couples a row)
 ELEMENTWISE_CODES = (IDENTITY, SIGMOID, TANH, RELU, LEAKY_RELU, ELU)
@@ -70,115 +68,6 @@ FORWARD_CODES = ELEMENTWISE_CODES + (SOFTMAX,)
 
 #: how the output delta is formed, decided once per call in Python (see :func:`delta_kind`)
 MATCHED, HINGE_MARGINS, SOFTMAX_JVP, ELEMENTWISE_JVP = 0, 1, 2, 3
-
-#: elements below which a loop runs serially. Waking Numba's thread team costs 0.1-0.3 ms on a
-#: VM's idle vCPUs, and right after a GEMM the operands stream from L3 or memory, where one core
-#: moves them about as fast as two. Measured in training steps (interleaved fits, 2 vCPUs, Intel
-#: Xeon with AMX): all serial against a 2^19 threshold, mid bf16 10.97 against 12.13 ms, mid
-#: 20.3 against 20.7, MNIST-shaped Adam 3.97 against 4.13, small 1.87 against 1.94, large bf16
-#: 90 against 93 (noise); alone, a 2^22-element SGD sweep is where two threads start to win.
-PARALLEL_MIN_WORK = 1 << 22
-
-
-class GompState:
-    """What libgomp will do after a parallel loop, as far as this process can know it.
-
-    ``user_policy``: ``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` was set before fastbp looked;
-    ``loaded_early``: a libgomp was already loaded (PyTorch ships and loads one), so it read
-    its environment before :func:`wait_passively` could set the policy.
-    """
-
-    def __init__(self):
-        self.user_policy = "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ
-        self.loaded_early = libgomp_loaded()
-
-
-#: the file names of a libgomp whose symbols Numba's OpenMP layer binds to; a vendored copy
-#: renamed by auditwheel (``libgomp-<hash>.so.1``, scikit-learn's) stays private to its user
-SHARED_LIBGOMP = re.compile(r"/libgomp\.so(\.\d+)*$")
-
-
-def libgomp_loaded() -> bool:
-    """Whether a shared libgomp is mapped into this process (Linux ``/proc/self/maps``):
-    PyTorch loads its ``libgomp.so.1`` with global symbols when it is imported."""
-    try:
-        with open("/proc/self/maps") as maps:
-            return any(SHARED_LIBGOMP.search(line.rstrip()) for line in maps)
-    except OSError:  # not Linux: no libgomp to worry about
-        return False
-
-
-def wait_passively():
-    """Make OpenMP threads sleep, not spin, between parallel loops, unless the user chose.
-
-    Numba's OpenMP layer spins after each loop, and OpenBLAS after each GEMM; a training step
-    alternates the two, so the spinners took each other's cores and steps ran 30x slower
-    (measured on 2 cores). libgomp reads the policy once, when it is loaded, so this runs at
-    import -- and is too late where another library loaded libgomp first, which
-    :data:`GOMP_STATE` records (``fastbp.backends.threads`` then keeps the loops off OpenMP).
-    """
-    if not GOMP_STATE.user_policy:
-        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
-
-
-GOMP_STATE = GompState()
-wait_passively()
-
-
-def source_digest(*modules) -> str:
-    """A short digest of the source files of ``modules``."""
-    digest = hashlib.sha1()
-    for module in modules:
-        digest.update(pathlib.Path(module.__file__).read_bytes())
-    return digest.hexdigest()[:10]
-
-
-#: Numba re-validates cached code against the stamp of this file only, not of the helpers it
-#: compiled in; naming every cached loop after the source of scalar.py and codes.py makes an
-#: edit there compile afresh instead of loading stale code
-DEPENDENCIES = source_digest(scalar, codes)
-
-
-def renamed(fn, suffix):
-    """A copy of function ``fn`` named ``<name>_<suffix>`` (the name keys Numba's cache)."""
-    copy = types.FunctionType(fn.__code__, fn.__globals__, f"{fn.__name__}_{suffix}")
-    copy.__qualname__ = f"{fn.__qualname__}_{suffix}"
-    return copy
-
-
-#: the compile options of every loop, serial and parallel (see :class:`Kernel`)
-LOOP_OPTIONS = dict(nogil=True, error_model="numpy")
-
-
-class Kernel:
-    """One loop compiled twice from ``fn``: with ``parallel=True``, and serially (``prange``
-    is then ``range``), under distinct names so the two never share a cache entry.
-    ``kernel(work, *args)`` runs the parallel one when ``work >= PARALLEL_MIN_WORK``.
-
-    Both follow NumPy's error model (``x / 0`` is inf or nan), as parallel loops always do:
-    under Python's, every float division checks its divisor and raises, and that branch keeps
-    LLVM from vectorising the loop (Adam's serial step ran 4.6x slower)."""
-
-    def __init__(self, fn):
-        self.py_func = fn
-        self.parallel = njit(parallel=True, cache=True, **LOOP_OPTIONS)(
-            renamed(fn, f"parallel_{DEPENDENCIES}"))
-        self.serial = njit(cache=True, **LOOP_OPTIONS)(renamed(fn, f"serial_{DEPENDENCIES}"))
-
-    def __call__(self, work, *args):
-        parallel = PARALLEL_ENABLED and work >= PARALLEL_MIN_WORK
-        return (self.parallel if parallel else self.serial)(*args)
-
-
-#: whether loops of at least PARALLEL_MIN_WORK elements run on Numba's threads
-PARALLEL_ENABLED = True
-
-
-def set_parallel(enabled: bool):
-    """Run large loops on Numba's threads (the default), or every loop serially."""
-    global PARALLEL_ENABLED
-    PARALLEL_ENABLED = bool(enabled)
-
 
 # -- bf16 ----------------------------------------------------------------------------------
 

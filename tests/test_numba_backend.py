@@ -8,7 +8,7 @@ pytest.importorskip("numba")
 
 import fastbp  # noqa: E402
 from fastbp.backends import numba_backend  # noqa: E402
-from fastbp.kernels import codes, cpu, reference  # noqa: E402
+from fastbp.kernels import codes, cpu, kernel, reference  # noqa: E402
 
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 DTYPES = [np.float32, np.float64]
@@ -21,7 +21,7 @@ SHAPES = [(7, 13, 5), (300, 129, TEST_PARALLEL_MIN_WORK // 300 + 3)]
 
 @pytest.fixture(autouse=True)
 def parallel_from_test_size(monkeypatch):
-    monkeypatch.setattr(cpu, "PARALLEL_MIN_WORK", TEST_PARALLEL_MIN_WORK)
+    monkeypatch.setattr(kernel, "PARALLEL_MIN_WORK", TEST_PARALLEL_MIN_WORK)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
 
 from fastbp.backends import threads  # noqa: E402
-from fastbp.kernels import codes, cpu, reference as ref  # noqa: E402
+from fastbp.kernels import codes, cpu, kernel, reference as ref  # noqa: E402
 from fastbp.losses import LOSSES  # noqa: E402
 
 # These tests call the loops directly, not through a backend: choose Numba's threading layer
@@ -45,12 +45,12 @@ both_loops = pytest.mark.parametrize("parallel", [False, True], ids=["serial", "
 @contextmanager
 def loops(parallel):
     """Route every kernel call through its parallel loop (or its serial one)."""
-    saved = cpu.PARALLEL_MIN_WORK
-    cpu.PARALLEL_MIN_WORK = 0 if parallel else 1 << 62
+    saved = kernel.PARALLEL_MIN_WORK
+    kernel.PARALLEL_MIN_WORK = 0 if parallel else 1 << 62
     try:
         yield
     finally:
-        cpu.PARALLEL_MIN_WORK = saved
+        kernel.PARALLEL_MIN_WORK = saved
 
 
 class Case:
@@ -305,9 +305,9 @@ def test_serial_loops_vectorise(name):
     """The serial loops (every parameter vector under ``PARALLEL_MIN_WORK`` elements runs one)
     compile to SIMD code: Python's error model checks each float division and raises, which
     kept Adam's loop scalar and 4.6x slower. A fresh, uncached copy with the loops' options."""
-    kernel = njit(**cpu.LOOP_OPTIONS)(getattr(cpu, name).py_func)
-    kernel(*float32_args(name))
-    (library,) = [ov.library for ov in kernel.overloads.values()]
+    loop = njit(**kernel.LOOP_OPTIONS)(getattr(cpu, name).py_func)
+    loop(*float32_args(name))
+    (library,) = [ov.library for ov in loop.overloads.values()]
     assert re.search(r"<(4|8|16) x float>", library.get_llvm_str()), f"{name} is not SIMD"
 
 

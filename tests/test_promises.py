@@ -117,12 +117,12 @@ def test_numba_caches_kernels_outside_the_package():
 
     kernels_dir = os.path.dirname(os.path.abspath(cache.__file__))
     assert config.CACHE_DIR and not os.path.abspath(config.CACHE_DIR).startswith(kernels_dir)
-    from fastbp.kernels import cpu
+    from fastbp.kernels import cpu, kernel
 
-    kernels = [v for v in vars(cpu).values() if isinstance(v, cpu.Kernel)]
+    kernels = [v for v in vars(cpu).values() if isinstance(v, kernel.Kernel)]
     assert kernels
-    for kernel in kernels:
-        for compiled in (kernel.parallel, kernel.serial):
+    for loop in kernels:
+        for compiled in (loop.parallel, loop.serial):
             assert not os.path.abspath(compiled._cache._cache_path).startswith(kernels_dir)
 
 

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from fastbp.kernels import cpu
+from fastbp.kernels import openmp
 
 pytest.importorskip("numba")
 
@@ -22,15 +22,15 @@ import json, sys
 import numpy as np
 import fastbp
 from fastbp.backends import threads
-from fastbp.kernels import cpu
+from fastbp.kernels import kernel, openmp
 net = fastbp.MLP([32, 1024, 10], backend="numba", seed=0)
 rng = np.random.default_rng(0)
 net.fit(rng.standard_normal((1024, 32)), rng.integers(0, 10, 1024), epochs=1, batch_size=512,
         verbose=0)
 import numba
 print(json.dumps({{"plan": net.backend.thread_plan.as_dict(), "running": numba.threading_layer(),
-                  "libgomp_first": cpu.GOMP_STATE.loaded_early, "parallel": cpu.PARALLEL_ENABLED,
-                  "torch": "torch" in sys.modules}}))
+                  "libgomp_first": openmp.GOMP_STATE.loaded_early,
+                  "parallel": kernel.PARALLEL_ENABLED, "torch": "torch" in sys.modules}}))
 """
 
 
@@ -84,7 +84,7 @@ def test_omp_with_the_users_wait_policy_stays_parallel():
     ("/site-packages/scikit_learn.libs/libgomp-a34b3233.so.1.0.0", False),
 ])
 def test_only_an_unrenamed_libgomp_counts_as_shared(path, shared):
-    assert bool(cpu.SHARED_LIBGOMP.search(path)) is shared
+    assert bool(openmp.SHARED_LIBGOMP.search(path)) is shared
 
 
 def test_mkl_with_torch_imported_first_threads_on_tbb_and_multiplies_right():

@@ -164,10 +164,10 @@ def _operand(x):
 
 def torch_import_policy():
     """The wait policy ``import torch`` loads PyTorch's libgomp with: its own default, where
-    fastbp's Numba kernels set a passive one for themselves
-    (:func:`fastbp.backends.threads.torch_spins_as_by_default`); without them (no Numba)
+    fastbp set a passive one for its Numba kernels (:mod:`fastbp.kernels.openmp`, see
+    :func:`fastbp.backends.threads.torch_spins_as_by_default`); without them (no Numba)
     fastbp set none."""
-    if "fastbp.kernels.cpu" not in sys.modules:
+    if "fastbp.kernels.openmp" not in sys.modules:
         return contextlib.nullcontext()
     from .threads import torch_spins_as_by_default
 

@@ -10,7 +10,7 @@ per-user folder, see :mod:`fastbp.kernels.cache`), so only the first process eve
 kernels); later processes load them in about 0.1 s, plus 0.3 s to import Numba.
 
 Threads: the GEMMs use the provider's pool, the fused loops Numba's (``NUMBA_NUM_THREADS``,
-only for arrays of at least ``cpu.PARALLEL_MIN_WORK`` elements); the two alternate, never
+only for arrays of at least ``kernel.PARALLEL_MIN_WORK`` elements); the two alternate, never
 overlap. Which pool runs the loops is decided when the backend is made, whatever was imported
 before (:mod:`fastbp.backends.threads`).
 """
@@ -18,7 +18,7 @@ before (:mod:`fastbp.backends.threads`).
 import numba
 import numpy as np
 
-from ..kernels import cpu
+from ..kernels import cpu, kernel
 from . import threads
 from .numpy_backend import NumpyBackend
 
@@ -39,7 +39,7 @@ class NumbaBackend(NumpyBackend):
                 "kernels": cpu.__name__, **self.thread_plan.as_dict(),
                 "threading_layer_running": threading_layer(),
                 "threads": numba.get_num_threads(),
-                "parallel_min_work": cpu.PARALLEL_MIN_WORK, **self.gemms.describe()}
+                "parallel_min_work": kernel.PARALLEL_MIN_WORK, **self.gemms.describe()}
 
 
 def threading_layer() -> str:

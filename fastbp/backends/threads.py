@@ -44,7 +44,7 @@ import os
 
 import numba
 
-from ..kernels import cpu
+from ..kernels import kernel, openmp
 
 #: the layer fastbp selects when the choice is still open
 PREFERRED_LAYER = "workqueue"
@@ -53,9 +53,9 @@ _CHOSEN = None
 
 
 def passive_policy_is_ours() -> bool:
-    """Whether ``OMP_WAIT_POLICY=PASSIVE`` is the one :mod:`fastbp.kernels.cpu` set (the user
+    """Whether ``OMP_WAIT_POLICY=PASSIVE`` is the one :mod:`fastbp.kernels.openmp` set (the user
     chose no policy)."""
-    return not cpu.GOMP_STATE.user_policy and os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
+    return not openmp.GOMP_STATE.user_policy and os.environ.get("OMP_WAIT_POLICY") == "PASSIVE"
 
 
 @contextlib.contextmanager
@@ -64,7 +64,7 @@ def torch_spins_as_by_default():
     unless the user chose a policy, a libgomp is loaded already, or Numba's loops run (or are
     to run) on OpenMP, whose threads must not spin beside the BLAS threads."""
     layer = threading_layer() or requested_layer()
-    if layer == "omp" or not passive_policy_is_ours() or cpu.libgomp_loaded():
+    if layer == "omp" or not passive_policy_is_ours() or openmp.libgomp_loaded():
         yield
         return
     del os.environ["OMP_WAIT_POLICY"]
@@ -89,8 +89,8 @@ def requested_layer() -> str:
 
 def omp_spins() -> bool:
     """Whether a libgomp in this process spins after loops: it was loaded before
-    :mod:`fastbp.kernels.cpu` could set ``OMP_WAIT_POLICY`` and nobody chose a policy first."""
-    return cpu.GOMP_STATE.loaded_early and not cpu.GOMP_STATE.user_policy
+    :mod:`fastbp.kernels.openmp` could set ``OMP_WAIT_POLICY`` and nobody chose a policy first."""
+    return openmp.GOMP_STATE.loaded_early and not openmp.GOMP_STATE.user_policy
 
 
 class ThreadPlan:
@@ -139,5 +139,5 @@ def configure() -> ThreadPlan:
                               f"(e.g. by torch) that spins: fused loops run serially")
         else:
             plan = ThreadPlan(layer, True, f"{layer} layer ({chosen_by})")
-    cpu.set_parallel(plan.parallel)
+    kernel.set_parallel(plan.parallel)
     return plan
