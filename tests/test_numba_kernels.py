@@ -274,8 +274,7 @@ def float32_args(name):
         "_axpy_rows": (m, m.copy(), 0.1),
         "_sgd": (v, v.copy(), 0.1, v16),
         "_momentum": (v, v.copy(), v.copy(), 0.1, 0.9, v16),
-        "_adam": (v, v.copy(), v.copy(), v.copy(), 1e-3, 0.9, 0.1, 0.999, 1e-3, 1e-8, 0.1, 1e-3,
-                  v16),
+        "_adam": (v, v.copy(), v.copy(), v.copy(), 0.9, 0.1, 0.999, 1e-3, 1e-8, 1e-2, 1e3, v16),
         "_bf16_rows": (m, m16),
         "_bf16_flat": (v, v16),
     }[name]
@@ -316,6 +315,6 @@ def test_serial_division_by_zero_is_nan_as_in_numpy():
     gives, in the serial loop as in the parallel one (not ZeroDivisionError)."""
     p = np.ones(8, np.float32)
     zeros = [np.zeros(8, np.float32) for _ in range(3)]
-    args = (1e-3, 0.9, 0.1, 0.999, 1e-3, 0.0, 0.1, 1e-3, None)
+    args = (0.9, 0.1, 0.999, 1e-3, 0.0, 1e-2, 1e3, None)  # eps = 0
     cpu._adam.serial(p, *zeros, *args)
     assert np.isnan(p).all()
