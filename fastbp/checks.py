@@ -115,3 +115,41 @@ def check_choice(value, name: str, choices):
     if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
     return value
+
+
+def check_param(array, name, shape):
+    """A host parameter array of ``shape``, finite, else a ValueError naming it."""
+    array = as_float_array(array, name)
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
+    check_finite(array, name)
+    return array
+
+
+def check_sizes(sizes):
+    """Layer sizes: a list of at least two positive integers."""
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
+        raise TypeError(f"sizes must be a list of layer sizes like [64, 32, 10], got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
+    return [check_number(s, f"sizes[{i}]", low=1, integer=True)
+            for i, s in enumerate(sizes)]
+
+
+def check_classes(classes, n_outputs):
+    """None, or a list of distinct class names (str or int) for the outputs."""
+    if classes is None:
+        return None
+    names = [c.item() if hasattr(c, "item") else c for c in classes]
+    if any(not isinstance(c, (str, int)) for c in names) or len(set(names)) != len(names):
+        raise ValueError(f"classes must be distinct names (str or int), got {names!r}")
+    if len(names) not in (n_outputs, 2 if n_outputs == 1 else n_outputs):
+        raise ValueError(f"classes must name the {n_outputs} outputs, got {len(names)} names")
+    return names
+
+
+def check_seed(seed):
+    """A seed is None or a non-negative integer."""
+    if seed is not None:
+        check_number(seed, "seed", low=0, integer=True)

@@ -60,7 +60,7 @@ class MLP:
                  init="he", init_scale=None, backend="auto", dtype="float32", seed=None,
                  leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess="auto",
                  maxout_pieces=2, prelu_init=0.25, classes=None):
-        self.sizes = check_sizes(sizes)
+        self.sizes = checks.check_sizes(sizes)
         preprocess = check_preprocess(None if standardize and preprocess == "auto"
                                       else preprocess, standardize)
         self.config = dict(
@@ -71,13 +71,13 @@ class MLP:
             maxout_pieces=checks.check_number(maxout_pieces, "maxout_pieces", low=2,
                                               integer=True),
             prelu_init=checks.check_number(prelu_init, "prelu_init"),
-            preprocess=preprocess, classes=check_classes(classes, self.sizes[-1]))
+            preprocess=preprocess, classes=checks.check_classes(classes, self.sizes[-1]))
         self.hidden = self._hidden_activations(activation)
         self.output = make_activation(output, where="output", leaky_slope=leaky_slope,
                                       elu_alpha=elu_alpha)
         self.loss_fn = make_loss(loss, output)
         scale = initialisers.check_init(init, init_scale)
-        check_seed(seed)
+        checks.check_seed(seed)
         self.backend = get_backend(backend)
         self.dtype = self.config["dtype"]
         self.rng = initialisers.make_rng(seed)
@@ -189,7 +189,7 @@ class MLP:
             names = ", ".join(name for name, _ in spec)
             if not isinstance(given, (list, tuple)) or len(given) != len(spec):
                 raise ValueError(f"weights[{l - 1}] must be a ({names}) tuple")
-            checked.append([check_param(arr, f"{name}_{l}", shape)
+            checked.append([checks.check_param(arr, f"{name}_{l}", shape)
                             for arr, (name, shape) in zip(given, spec)])
         self._write_weights(checked)
 
@@ -482,13 +482,6 @@ def weights_format(layout) -> str:
     return f"{kinds[0]} pairs" if kinds == ["(W, b)"] else "tuples " + " or ".join(kinds)
 
 
-def check_param(array, name, shape):
-    """A host parameter array of ``shape``, finite, else a ValueError naming it."""
-    array = checks.as_float_array(array, name)
-    if array.shape != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {array.shape}")
-    checks.check_finite(array, name)
-    return array
 
 
 def flatten_params(net):
@@ -503,32 +496,3 @@ def unflatten_params(net, theta):
     """Write the flat host vector ``theta`` (the layout of :func:`flatten_params`) into
     ``net``'s parameters; its length and finiteness are checked before the write."""
     net.set_flat_params(theta)
-
-
-def check_sizes(sizes):
-    """Layer sizes: a list of at least two positive integers."""
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-        raise TypeError(f"sizes must be a list of layer sizes like [64, 32, 10], got {sizes!r}")
-    sizes = list(sizes)
-    if len(sizes) < 2:
-        raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
-    return [checks.check_number(s, f"sizes[{i}]", low=1, integer=True)
-            for i, s in enumerate(sizes)]
-
-
-def check_classes(classes, n_outputs):
-    """None, or a list of distinct class names (str or int) for the outputs."""
-    if classes is None:
-        return None
-    names = [c.item() if hasattr(c, "item") else c for c in classes]
-    if any(not isinstance(c, (str, int)) for c in names) or len(set(names)) != len(names):
-        raise ValueError(f"classes must be distinct names (str or int), got {names!r}")
-    if len(names) not in (n_outputs, 2 if n_outputs == 1 else n_outputs):
-        raise ValueError(f"classes must name the {n_outputs} outputs, got {len(names)} names")
-    return names
-
-
-def check_seed(seed):
-    """A seed is None or a non-negative integer."""
-    if seed is not None:
-        checks.check_number(seed, "seed", low=0, integer=True)
