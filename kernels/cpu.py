@@ -214,18 +214,19 @@ def _argmax(y):
 
 
 @register_jitable
-def _log_sum_exp(z):
-    """``log sum_k exp(z_k) = m + log sum_k exp(z_k - m)``, ``m = max z``."""
-    m = _row_max(z)
-    s = type(m)(0)
-    for j in range(z.shape[0]):
-        s += type(m)(math.exp(z[j] - m))
-    return m + type(m)(math.log(s))
+def _log_sum_exp_of_softmax(z, a):
+    """``log sum_k exp(z_k)`` given ``a = softmax(z)``: ``z_c - log a_c`` at ``c = argmax a``,
+    since ``a_k = exp(z_k - lse)``. One logarithm instead of one exponential per class, and as
+    stable: ``a_c >= 1 / n`` never underflows (and ``a_c = 1 / s`` rounded, ``s`` the
+    softmax's sum, so the result is ``m + log s`` to within an ulp of ``a_c``)."""
+    c = _argmax(a)
+    return z[c] - type(z[0])(math.log(a[c]))
 
 
 @register_jitable
 def _row_loss(z, a, y, loss):
-    """``L_i`` of one sample, from ``z`` where that is the stable form (see reference)."""
+    """``L_i`` of one sample, from ``z`` where that is the stable form (see reference); with
+    cross-entropy ``a`` must be ``softmax(z)``, its only output."""
     total = type(z[0])(0)
     if loss == MSE:
         for k in range(z.shape[0]):
@@ -234,7 +235,7 @@ def _row_loss(z, a, y, loss):
         for k in range(z.shape[0]):
             total += scalar.bce_term(z[k], y[k])
     elif loss == CROSS_ENTROPY:
-        lse = _log_sum_exp(z)
+        lse = _log_sum_exp_of_softmax(z, a)
         for k in range(z.shape[0]):
             total += y[k] * (lse - z[k])
     else:  # HINGE
