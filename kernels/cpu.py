@@ -439,15 +439,16 @@ def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out, delta16_out=N
     return z.dtype.type(total)
 
 
-def _column_block(n_cols):
+def _column_block(n_cols, threads):
     """Columns per task of the column sum: one block per thread, 16 to 4096 wide (measured)."""
-    per_thread = -(-n_cols // get_num_threads())
+    per_thread = -(-n_cols // threads)
     return min(max(16 * -(-per_thread // 16), 16), 4096)
 
 
 def bias_grad(delta, db_out):
     """``db = sum over the batch of delta`` (column sums)."""
-    _column_sums(delta.size, delta, _column_block(delta.shape[1]), db_out)
+    threads = get_num_threads() if _column_sums.runs_parallel(delta.size) else 1
+    _column_sums(delta.size, delta, _column_block(delta.shape[1], threads), db_out)
     return db_out
 
 

@@ -62,9 +62,13 @@ class Kernel:
             renamed(fn, f"parallel_{DEPENDENCIES}"))
         self.serial = njit(cache=True, **LOOP_OPTIONS)(renamed(fn, f"serial_{DEPENDENCIES}"))
 
+    @staticmethod
+    def runs_parallel(work) -> bool:
+        """Whether a call on ``work`` elements runs the parallel build."""
+        return PARALLEL_ENABLED and work >= PARALLEL_MIN_WORK
+
     def __call__(self, work, *args):
-        parallel = PARALLEL_ENABLED and work >= PARALLEL_MIN_WORK
-        return (self.parallel if parallel else self.serial)(*args)
+        return (self.parallel if self.runs_parallel(work) else self.serial)(*args)
 
 
 #: whether loops of at least PARALLEL_MIN_WORK elements run on Numba's threads
