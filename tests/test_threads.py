@@ -15,7 +15,8 @@ from fastbp.kernels import openmp
 
 pytest.importorskip("numba")
 
-#: trains a few steps and prints what decided the threads
+#: trains a few steps with every loop parallel (where parallel loops are allowed at all) and
+#: prints what decided the threads, and the threading layer the loops started (None if none)
 SCRIPT = """
 import json, sys
 {first}
@@ -24,11 +25,16 @@ import fastbp
 from fastbp.backends import threads
 from fastbp.kernels import kernel, openmp
 net = fastbp.MLP([32, 1024, 10], backend="numba", seed=0)
+kernel.PARALLEL_MIN_WORK = 0  # after the backend's probe, whose loop ran serially
 rng = np.random.default_rng(0)
 net.fit(rng.standard_normal((1024, 32)), rng.integers(0, 10, 1024), epochs=1, batch_size=512,
         verbose=0)
 import numba
-print(json.dumps({{"plan": net.backend.thread_plan.as_dict(), "running": numba.threading_layer(),
+try:
+    running = numba.threading_layer()
+except ValueError:  # no parallel loop ran: no layer was started
+    running = None
+print(json.dumps({{"plan": net.backend.thread_plan.as_dict(), "running": running,
                   "libgomp_first": openmp.GOMP_STATE.loaded_early,
                   "parallel": kernel.PARALLEL_ENABLED, "torch": "torch" in sys.modules}}))
 """
