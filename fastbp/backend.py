@@ -200,6 +200,11 @@ class Backend:
                              f"got {precision!r}")
         self.precision = precision
 
+    def first_run_notice(self):
+        """A line to print before training when its first steps will be slow for a reason the
+        user should hear of (compiling kernels), else None."""
+        return None
+
     def device_memory_free(self):
         """Free bytes on the device, or None for host-memory backends (no separate device)."""
         return None

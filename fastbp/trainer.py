@@ -171,6 +171,9 @@ class Trainer:
         net.set_dropout(opts.dropout)
         precision = self.backend.precision
         self.backend.set_precision(opts.precision)
+        notice = opts.verbose and self.backend.first_run_notice()
+        if notice:
+            tqdm.write(notice)
         bar = tqdm(total=opts.epochs * self.steps_per_epoch, unit="step", leave=False,
                    initial=position.epoch * self.steps_per_epoch
                    + position.next_row // self.batch_size,

@@ -167,6 +167,10 @@ def _bias_act_rows(z, b, act, alpha, a, a16):
                     _bf16_row(a[i], a16[i])
 
 
+#: the loop every training step runs first: whether it is compiled tells a warm install
+FIRST_LOOP = _bias_act_rows
+
+
 # -- backward: delta *= mask * g'(z) ---------------------------------------------------------
 
 @register_jitable

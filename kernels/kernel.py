@@ -67,6 +67,17 @@ class Kernel:
         """Whether a call on ``work`` elements runs the parallel build."""
         return PARALLEL_ENABLED and work >= PARALLEL_MIN_WORK
 
+    def compiled(self):
+        """Whether the serial build has compiled code, in this process or in Numba's on-disk
+        cache valid for its source (Numba's index, stamp check included); None when that cache
+        cannot be read (its index is Numba's private API)."""
+        if self.serial.overloads:
+            return True
+        try:
+            return bool(self.serial._cache._cache_file._load_index())
+        except Exception:  # a Numba whose cache internals moved: unknown, not a guess
+            return None
+
     def __call__(self, work, *args):
         return (self.parallel if self.runs_parallel(work) else self.serial)(*args)
 

@@ -34,6 +34,14 @@ class NumbaBackend(NumpyBackend):
         super().__init__()
         self.thread_plan = threads.configure()
 
+    def first_run_notice(self):
+        """That the loops compile before the first steps, when the one every step runs first
+        has no compiled code (a fresh install, or new code): a few seconds, once."""
+        if cpu.FIRST_LOOP.compiled() is not False:  # compiled, or unknown
+            return None
+        return ("compiling the Numba loops for this machine: the first steps take a few "
+                f"seconds, once (cached in {numba.config.CACHE_DIR})")
+
     def describe(self):
         return {"numba": numba.__version__, "numpy": np.__version__,
                 "kernels": cpu.__name__, **self.thread_plan.as_dict(),
