@@ -482,8 +482,6 @@ def weights_format(layout) -> str:
     return f"{kinds[0]} pairs" if kinds == ["(W, b)"] else "tuples " + " or ".join(kinds)
 
 
-
-
 def flatten_params(net):
     """``theta``: every parameter of ``net`` in one host vector (a copy), laid out as
     :attr:`MLP.param_layout`: ``W_1, b_1 [, alpha_1], W_2, ...``, each array row-major.

@@ -32,7 +32,7 @@ def load_loop(path):
     return kernel.Kernel(namespace["double"])
 
 
-def test_a_loop_is_compiled_once_run_and_then_for_a_new_process(tmp_path, monkeypatch):
+def test_a_loop_is_compiled_after_a_call_and_from_the_cache_until_its_source_changes(tmp_path, monkeypatch):
     import numpy as np
     from numba.core import config
 
