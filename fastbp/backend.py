@@ -285,7 +285,8 @@ class KernelBackend(Backend):
         return self.kernels.bias_act_forward(z_out, b, act, alpha, a_out)
 
     def output_delta_loss(self, z, a, y, loss, act, alpha, scale, delta_out, loss_acc):
-        """``delta_out = scale * dL/dz`` and ``loss_acc[0] += sum_i L_i``; returns ``delta_out``."""
+        """``delta_out = scale * dL/dz`` and ``loss_acc[0] += sum_i L_i``; returns
+        ``delta_out``."""
         loss_acc[0] += self.kernels.output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out)
         return delta_out
 

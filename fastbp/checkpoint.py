@@ -98,8 +98,8 @@ def fingerprint(opts, X, Y, validation, to_host=None, sample_weight=None) -> dic
         validation = validation and tuple(to_host(a) for a in validation)
     options = {f.name: describe(getattr(opts, f.name)) for f in dataclasses.fields(opts)
                if f.name not in UNFINGERPRINTED_OPTIONS}
-    data = {"train": [digest(X), digest(Y)] + ([] if sample_weight is None
-                                                else [digest(sample_weight)]),
+    weights = [] if sample_weight is None else [digest(sample_weight)]
+    data = {"train": [digest(X), digest(Y)] + weights,
             "validation": None if validation is None else [digest(a) for a in validation]}
     return {"options": options, "data": data}
 

@@ -105,7 +105,8 @@ def check_number(value, name: str, *, low=None, high=None, low_open=False, high_
     if too_low or too_high:
         left = "(" if low_open else "["
         right = ")" if high_open else "]"
-        bounds = f"{left}{'-inf' if low is None else low}, {'inf' if high is None else high}{right}"
+        lower, upper = "-inf" if low is None else low, "inf" if high is None else high
+        bounds = f"{left}{lower}, {upper}{right}"
         raise ValueError(f"{name} must be in {bounds}, got {value!r}")
     return int(value) if integer else float(value)
 

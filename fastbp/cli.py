@@ -29,7 +29,7 @@ from .bench import run as run_bench
 from .distributed import launcher_rank
 from .files import atomic_write
 from .init import INITS
-from .csvfile import read_labelled_csv
+from .csvfile import read_csv, read_labelled_csv
 from .labels import LabelCoder, class_index
 from .losses import LOSSES
 from .memory import check_fits
@@ -287,7 +287,7 @@ def run_predict(args):
     elif args.target is not None:
         _, X, y = read_labelled_csv(args.data, args.target, args.header)
     else:
-        _, X = data.read_csv(args.data, args.header)
+        _, X = read_csv(args.data, args.header)
         y = None
     if y is not None and classes is not None:
         y = class_index(y, classes, "the --target column")
@@ -335,8 +335,9 @@ def prediction_header(net, proba, out) -> list[str]:
     """Column names: ``prediction`` (one per output), or the class names for --proba."""
     classes = net.config.get("classes")
     if not proba:
-        return ["prediction"] if out.shape[1] == 1 else [f"prediction_{k}" for k in
-                                                          range(out.shape[1])]
+        if out.shape[1] == 1:
+            return ["prediction"]
+        return [f"prediction_{k}" for k in range(out.shape[1])]
     if classes is None:
         return [f"class_{k}" for k in range(out.shape[1])]
     return [str(c) for c in (classes[-out.shape[1]:])]  # one sigmoid: the positive class

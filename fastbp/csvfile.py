@@ -1,4 +1,5 @@
-"""CSV files of numbers (and a column of class names), read with Python's :mod:`csv` parser: a header row or none, a float matrix.
+"""CSV files of numbers (and a column of class names), read with Python's :mod:`csv` parser:
+a header row or none, a float matrix.
 
 - Quoted fields (``"1.5"``, ``"a,b"`` as a column name), CRLF line ends and a UTF-8 byte order
   mark are handled; blank lines are skipped; surrounding spaces are ignored.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import checks
-from .csvfile import read_csv, read_labelled_csv
+from .csvfile import read_labelled_csv
 from .files import FileFormatError
 
 BUNDLED = ("digits", "iris", "breast_cancer", "diabetes", "xor")

@@ -339,8 +339,8 @@ class OnnxGraph:
 
     def layer(self, plan: LayerPlan, x: str, l: int) -> str:
         """``z_l = Gemm(x, W_l, b_l)``, then the activation; returns the output's name."""
-        z = self.node("Gemm", [x, self.constant(f"W_{l}", plan.W), self.constant(f"b_{l}", plan.b)],
-                      f"z_{l}")
+        W, b = self.constant(f"W_{l}", plan.W), self.constant(f"b_{l}", plan.b)
+        z = self.node("Gemm", [x, W, b], f"z_{l}")
         a = f"a_{l}"
         if plan.kind == "maxout":
             shape = self.constant(f"pieces_shape_{l}", [0, plan.pieces, -1], np.int64)

@@ -71,7 +71,8 @@ class Dense:
         return [("W", (self.n_in, self.n_z)), ("b", (self.n_z,))]
 
     def initial_params(self, rng, init: str, scale) -> tuple:
-        """Host initial values in :meth:`param_shapes` order: ``W`` drawn by ``init``, ``b = 0``."""
+        """Host initial values in :meth:`param_shapes` order: ``W`` drawn by ``init``,
+        ``b = 0``."""
         return init_weights(rng, self.n_in, self.n_out, init, scale), [0.0] * self.n_out
 
     def bind(self, params, grads):
@@ -125,7 +126,8 @@ class Dense:
         return below.delta_from(delta, self.W)
 
     def delta_from(self, delta_above, W_above):
-        """This layer's ``delta = (delta_above @ W_above.T) * mask * g'(z)`` (in ``self.delta``)."""
+        """This layer's ``delta = (delta_above @ W_above.T) * mask * g'(z)`` (in
+        ``self.delta``)."""
         act = self.activation
         return self.backend.backprop_delta(delta_above, W_above, self.z, self.a, act.code,
                                            act.alpha, self.delta, self.mask)

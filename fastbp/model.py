@@ -441,7 +441,8 @@ class MLP:
 
     @classmethod
     def from_torch(cls, module, loss=None, backend="auto", **options):
-        """The network a ``torch.nn.Sequential`` computes (see :func:`fastbp.export.from_torch`)."""
+        """The network a ``torch.nn.Sequential`` computes (see
+        :func:`fastbp.export.from_torch`)."""
         from .export import from_torch
 
         return from_torch(module, loss, backend, **options)

@@ -111,7 +111,8 @@ class Cosine(Schedule):
 
     def lr_at(self, epoch, run):
         progress = min(epoch - 1, self.period) / self.period
-        return self.min_lr + (run.initial_lr - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+        cosine = (1 + math.cos(math.pi * progress)) / 2
+        return self.min_lr + (run.initial_lr - self.min_lr) * cosine
 
     def checked(self, lr):  # the cosine may reach min_lr = 0 at its end
         return max(lr, 1e-12)

@@ -63,7 +63,8 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     starts afresh) if it is of the same run -- same model, data and trajectory-changing
     options, else a ValueError names the difference; ``resume="new_lr"`` continues with this
     call's ``lr`` (see :mod:`fastbp.checkpoint`). ``distributed="auto"|"mpi"|"nccl"`` trains
-    data-parallel across the ranks of ``mpiexec`` (see :mod:`fastbp.distributed`); ``batch_size`` is then the global batch.
+    data-parallel across the ranks of ``mpiexec`` (see :mod:`fastbp.distributed`);
+    ``batch_size`` is then the global batch.
 
     If the loss becomes NaN or inf -- in any epoch, and at the weights of the last update
     (on the last batch, or the validation set) -- the weights of the last finite epoch are

@@ -123,4 +123,3 @@ def standardizer(mean, std):
     """The :class:`~fastbp.data.Standardizer` of these moments (a constant feature, ``std``
     0, is centred and left unscaled)."""
     return Standardizer(mean, np.where(std > 0, std, 1.0))
-

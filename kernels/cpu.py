@@ -71,6 +71,7 @@ MATCHED, HINGE_MARGINS, SOFTMAX_JVP, ELEMENTWISE_JVP = 0, 1, 2, 3
 
 # -- bf16 ----------------------------------------------------------------------------------
 
+
 @intrinsic
 def _float32_bits(typingctx, x):
     """The IEEE bits of a float32 as a uint32 (an LLVM bitcast: free, and it vectorises)."""

@@ -11,7 +11,7 @@ import math
 
 from numba.extending import register_jitable
 
-from .codes import ELU, IDENTITY, LEAKY_RELU, RELU, SIGMOID, TANH
+from .codes import ELU, LEAKY_RELU, RELU, SIGMOID, TANH
 
 
 @register_jitable

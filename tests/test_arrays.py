@@ -1,4 +1,5 @@
-"""Every array type comes in through one converter (fastbp.arrays) and trains exactly like NumPy."""
+"""Every array type comes in through one converter (fastbp.arrays) and trains exactly like
+NumPy."""
 
 import re
 

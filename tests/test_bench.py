@@ -106,7 +106,7 @@ def test_rounds_take_turns_and_the_warmup_is_not_counted():
 
     case = cases.Case("t", (4, 3, 2), 2, 2)
     result = measure.measure_case(case, [runner("a"), runner("b"), runner("c")], "float32",
-                                repeats=3, warmup=1, bar=tqdm(disable=True))
+                                  repeats=3, warmup=1, bar=tqdm(disable=True))
     assert "".join(calls) == "cab" + "abc" + "bca" + "cab"
     assert result.ms == {label: [1.0, 1.0, 1.0] for label in "abc"}
 

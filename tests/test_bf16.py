@@ -63,7 +63,8 @@ def test_ties_round_to_even():
 @pytest.mark.parametrize("act", [codes.RELU, codes.TANH, codes.SOFTMAX])
 def test_the_activation_pass_writes_the_bf16_copy_of_a(act):
     rng = np.random.default_rng(1)
-    z, b = rng.standard_normal((5, 7)).astype(np.float32), rng.standard_normal(7).astype(np.float32)
+    z = rng.standard_normal((5, 7)).astype(np.float32)
+    b = rng.standard_normal(7).astype(np.float32)
     for kernels in (reference, cpu):
         a, a16 = np.empty_like(z), np.empty(z.shape, np.uint16)
         kernels.bias_act_forward(z.copy(), b, act, 0.0, a, a16)

@@ -191,8 +191,8 @@ def test_solvers_and_learning_rates(digits):
 
 def test_coefs_act_on_raw_features(digits):
     X_train, X_test, y_train, _ = digits
-    clf = MLPClassifier(hidden_layer_sizes=(20,), max_iter=10, random_state=0).fit(X_train,
-                                                                                  y_train)
+    clf = MLPClassifier(hidden_layer_sizes=(20,), max_iter=10, random_state=0)
+    clf.fit(X_train, y_train)
     hidden = np.maximum(X_test @ clf.coefs_[0] + clf.intercepts_[0], 0)
     logits = hidden @ clf.coefs_[1] + clf.intercepts_[1]
     np.testing.assert_array_equal(logits.argmax(1), clf.predict(X_test))

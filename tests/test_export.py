@@ -129,8 +129,8 @@ def test_from_torch_of_a_hand_built_module():
                            nn.Softmax(dim=-1)).eval()
     net = fastbp.MLP.from_torch(module, backend="numpy")
     assert net.sizes == [4, 8, 3, 2, 5, 3]
-    assert [l.name for l in net.layers] == ["prelu", "maxout", "identity", "leaky_relu",
-                                           "softmax"]
+    assert [layer.name for layer in net.layers] == ["prelu", "maxout", "identity",
+                                                    "leaky_relu", "softmax"]
     with torch.no_grad():
         expected = module(torch.tensor(X, dtype=torch.float32)).numpy()
     np.testing.assert_allclose(net.forward(X), expected, **TOL)

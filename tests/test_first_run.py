@@ -32,7 +32,8 @@ def load_loop(path):
     return kernel.Kernel(namespace["double"])
 
 
-def test_a_loop_is_compiled_after_a_call_and_from_the_cache_until_its_source_changes(tmp_path, monkeypatch):
+def test_a_loop_is_compiled_after_a_call_and_from_the_cache_until_its_source_changes(
+        tmp_path, monkeypatch):
     import numpy as np
     from numba.core import config
 

@@ -43,8 +43,8 @@ def test_buffers_of_shapes_no_longer_used_are_dropped_a_fit_later():
 @settings(max_examples=10, deadline=None)
 @given(first=st.sampled_from([4, 16, 60]), second=st.sampled_from([4, 16, 60]),
        diverge=st.booleans())
-def test_a_fit_after_another_trains_as_on_a_network_that_never_fitted(first, second,
-                                                                       diverge):
+def test_a_fit_after_another_trains_as_on_a_network_that_never_fitted(
+        first, second, diverge):
     """Fit ``first`` then fit ``second`` on one network gives the weights that fit ``second``
     gives on a fresh network with the same weights and random state: kept buffers carry
     nothing over (and a diverging second fit restores its own last finite weights)."""

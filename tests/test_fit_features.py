@@ -85,7 +85,8 @@ def test_nesterov_is_the_look_ahead_step():
     np.testing.assert_allclose(opt.velocity, expected_v)
     np.testing.assert_allclose(p, expected_p)
     X, y = blobs()
-    assert net().fit(X, y, optimizer="nesterov", lr=0.05, epochs=20, verbose=0).train_loss[-1] < 0.2
+    history = net().fit(X, y, optimizer="nesterov", lr=0.05, epochs=20, verbose=0)
+    assert history.train_loss[-1] < 0.2
 
 
 class Run:

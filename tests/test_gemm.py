@@ -1,4 +1,5 @@
-"""The CPU GEMM providers: selection with its reasons, fallback, and products that match NumPy's."""
+"""The CPU GEMM providers: selection with its reasons, fallback, and products that match
+NumPy's."""
 
 import numpy as np
 import pytest

@@ -92,8 +92,8 @@ def test_weight_grads(gpu_backend, dtype, lam):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("act,loss", sorted(codes.MATCHED_PAIRS) + [(codes.IDENTITY,
-                                                                      codes.HINGE)])
+@pytest.mark.parametrize("act,loss",
+                         sorted(codes.MATCHED_PAIRS) + [(codes.IDENTITY, codes.HINGE)])
 def test_output_delta_loss_accumulates_and_loss_sum(gpu_backend, dtype, act, loss):
     z = normal((5, 4), dtype)
     y = np.eye(4, dtype=dtype)[[0, 3, 1, 1, 2]]

@@ -9,6 +9,8 @@ from fastbp.kernels import codes, reference
 from backends import usable_backends
 
 HIDDEN = ["identity", "sigmoid", "tanh", "relu", "leaky_relu", "elu"]
+
+
 def small_problem(loss, n_out=3, n=6, d=4, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, d))

@@ -134,7 +134,7 @@ def mid_epoch_checkpoint(tmp_path, monkeypatch):
     (lambda a: a.update(junk=np.zeros(1)), r"unexpected arrays \['junk'\]"),
 ])
 def test_corrupt_checkpoint_arrays_are_refused_and_change_nothing(tmp_path, monkeypatch, edit,
-                                                                 message):
+                                                                  message):
     path = mid_epoch_checkpoint(tmp_path, monkeypatch)
     rewrite(path, edit_arrays=edit)
     fresh = net()
@@ -157,7 +157,7 @@ def test_corrupt_checkpoint_arrays_are_refused_and_change_nothing(tmp_path, monk
     (lambda m: m["config"].update(sizes=[4, 7, 3]), "another architecture: sizes"),
 ])
 def test_corrupt_checkpoint_meta_is_refused_and_changes_nothing(tmp_path, monkeypatch, edit,
-                                                               message):
+                                                                message):
     path = mid_epoch_checkpoint(tmp_path, monkeypatch)
     rewrite(path, edit_meta=edit)
     fresh = net()

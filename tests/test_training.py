@@ -192,8 +192,8 @@ def test_a_training_set_too_big_for_the_device_streams_to_the_same_model(
 
 @pytest.mark.parametrize("shuffle", [False, True])
 @pytest.mark.parametrize("backend", CPU_BACKENDS)
-def test_standardising_each_batch_trains_as_on_the_standardised_set(backend, shuffle,
-                                                                     monkeypatch):
+def test_standardising_each_batch_trains_as_on_the_standardised_set(
+        backend, shuffle, monkeypatch):
     """float32 features are standardised batch by batch as they are gathered, never as a whole
     copy: the same weights, bit for bit, as training on the standardised set, and the caller's
     array untouched."""

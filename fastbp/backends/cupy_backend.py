@@ -74,7 +74,8 @@ def probe() -> tuple[bool, str]:
         return False, "no CUDA GPU answers: CuPy sees 0 devices"
     try:
         if _simulator_enabled():
-            return False, f"{SIMULATOR_FLAG}=1 replaced numba.cuda by its simulator in this process"
+            return False, (f"{SIMULATOR_FLAG}=1 replaced numba.cuda by its simulator in this"
+                           " process")
         _run_tiny_kernel(cupy)
     except Exception as exc:
         return False, (f"a CUDA GPU answers but a Numba CUDA kernel did not run "
@@ -298,8 +299,8 @@ class CupyBackend(KernelBackend):
         from cupy.cuda import nccl
 
         return {
-            "device": f"{device.id}: {props['name'].decode()} (cc {props['major']}.{props['minor']}"
-                      f", {free / 2**30:.1f} of {total / 2**30:.1f} GiB free)",
+            "device": f"{device.id}: {props['name'].decode()} (cc {props['major']}."
+                      f"{props['minor']}, {free / 2**30:.1f} of {total / 2**30:.1f} GiB free)",
             "cupy": self.xp.__version__,
             "numba-cuda": _version("numba-cuda"),
             **self.gemm_info(),

@@ -110,7 +110,8 @@ class StepRunner:
         try:
             self.graph, self.keep = self.backend.capture_step(self.step_fn, self.clock)
         except Exception as exc:
-            self.reason = f"CUDA graph capture failed, running eagerly: {type(exc).__name__}: {exc}"
+            self.reason = ("CUDA graph capture failed, running eagerly: "
+                           f"{type(exc).__name__}: {exc}")
             warnings.warn(self.reason, RuntimeWarning, stacklevel=3)
 
 

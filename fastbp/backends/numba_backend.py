@@ -6,8 +6,9 @@ and the minibatch gathers are the same calls, so both CPU backends train the sam
 same seed.
 
 Compiled kernels are cached on disk (``cache=True``: under ``NUMBA_CACHE_DIR``, by default a
-per-user folder, see :mod:`fastbp.kernels.cache`), so only the first process ever compiles them (about 3-7 s for a network's
-kernels); later processes load them in about 0.1 s, plus 0.3 s to import Numba.
+per-user folder, see :mod:`fastbp.kernels.cache`), so only the first process ever compiles
+them (about 3-7 s for a network's kernels); later processes load them in about 0.1 s, plus
+0.3 s to import Numba.
 
 Threads: the GEMMs use the provider's pool, the fused loops Numba's (``NUMBA_NUM_THREADS``,
 only for arrays of at least ``kernel.PARALLEL_MIN_WORK`` elements); the two alternate, never

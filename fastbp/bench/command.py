@@ -43,6 +43,7 @@ def run(args):
         print(f"wrote {args.plot}")
     return results
 
+
 def configure_parser(parser):
     """The flags of ``fastbp bench`` on an argparse (sub)parser; returns it."""
     parser.add_argument("--configs", metavar="NAME[,NAME...]",

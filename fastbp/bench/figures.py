@@ -113,4 +113,3 @@ def plot_sweep(plan, results, machine, path):
     panels[0].legend(loc="upper left", fontsize=9)
     fig.suptitle(f"Training step vs {swept} ({setup})\n{figure_title(machine)}", fontsize=11)
     save_figure(fig, path, dpi=120)
-

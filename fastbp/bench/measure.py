@@ -84,4 +84,3 @@ def measure(plan, runners) -> list[CaseResult]:
             last = (case, time.perf_counter() - start)
             spent += last[1]
     return results
-

@@ -24,8 +24,8 @@ def numpy_blas() -> list[dict]:
 
     pools = [p for p in threadpool_info() if p["user_api"] == "blas"]
     mine = [p for p in pools if p["filepath"].startswith(os.path.dirname(np.__file__))]
-    return [{key: p.get(key) for key in ("internal_api", "version", "architecture",
-                                          "num_threads")} for p in mine or pools]
+    keys = ("internal_api", "version", "architecture", "num_threads")
+    return [{key: p.get(key) for key in keys} for p in mine or pools]
 
 
 def host_gemms() -> dict:
@@ -106,4 +106,3 @@ def format_table(results, machine) -> str:
     lines += ["", "ms/step: median over the repeats (min-max beside it); GFLOP/s: 6 N sum "
               "n_in n_out per step; % floor: the GEMM floor's time over the runner's"]
     return "\n".join(lines)
-

@@ -107,4 +107,3 @@ def order_runners(backends, torch_columns, dtype, bf16=()) -> list[Runner]:
     if "host" in usable_floors and gemm_provider("host") != "numpy":
         floors.append(numpy_floor_runner(dtype))
     return runners + floors
-

@@ -154,4 +154,3 @@ def start_torch(plan) -> TorchWorker | None:
     except (OSError, RuntimeError, ValueError) as exc:
         plan.skipped["torch"] = str(exc)
         return None
-

@@ -34,7 +34,8 @@ def main():
         texts = [("[" + ",".join([str(v)] * 400_000) + "]\n") for v in (1, 2)]
         writers = [lambda t=t: files.atomic_write_text(target, t) for t in texts]
     else:
-        history = fastbp.History(epoch=list(range(1, 201)), train_loss=list(np.linspace(2, 1, 200)),
+        history = fastbp.History(epoch=list(range(1, 201)),
+                                 train_loss=list(np.linspace(2, 1, 200)),
                                  val_loss=[None] * 200, val_score=[None] * 200,
                                  seconds=[0.0] * 200)
         writers = [lambda: history.plot(target)]
