@@ -7,8 +7,8 @@ per-element math of :mod:`fastbp.kernels.scalar`:
 - ``bias_act_forward``: ``z += b; a = g(z)`` in one sweep (softmax: max, exp-sum, divide per row);
 - ``act_backward``: ``delta *= mask * g'(z)`` in one sweep, ``g'`` from ``a`` (``z`` is not read:
   ``a`` was just read by the weight-gradient GEMM, so it comes from cache);
-- ``output_delta_loss``: ``delta_L = scale * dL/dz_L`` and ``sum_i L_i`` in one sweep over the
-  rows (softmax + cross-entropy: ``a - y`` and ``logsumexp(z) - z_c`` from the same row);
+- ``output_delta_loss``: ``delta_L = scale * dL/dz_L``, then ``sum_i L_i``: one loop each, per
+  loss and per kind of delta, chosen once per call (the output layer is narrow; see there);
 - ``bias_grad``: column sums, parallel over blocks of columns (one per thread), each column
   summed over the rows in order -- NumPy's order, so the sums agree to the last bit (summing
   row blocks per thread and combining was no faster at mid sizes, measured);
@@ -38,10 +38,8 @@ still in registers or L1 (:func:`bf16_bits`), not in a sweep of its own.
 import math
 
 import numpy as np
-from llvmlite import ir
 from numba import get_num_threads, literal_unroll, prange
-from numba.core import types as nbtypes
-from numba.extending import intrinsic, register_jitable
+from numba.extending import register_jitable
 
 from . import openmp  # noqa: F401 -- sets libgomp's passive wait policy before any loop runs
 from . import scalar
@@ -59,6 +57,7 @@ from .codes import (
     SOFTMAX,
     TANH,
 )
+from .floatbits import bf16_bits, exp_nonpositive
 from .kernel import Kernel
 
 #: activations applied element by element (softmax couples a row)
@@ -70,26 +69,6 @@ FORWARD_CODES = ELEMENTWISE_CODES + (SOFTMAX,)
 MATCHED, HINGE_MARGINS, SOFTMAX_JVP, ELEMENTWISE_JVP = 0, 1, 2, 3
 
 # -- bf16 ----------------------------------------------------------------------------------
-
-
-@intrinsic
-def _float32_bits(typingctx, x):
-    """The IEEE bits of a float32 as a uint32 (an LLVM bitcast: free, and it vectorises)."""
-    if x != nbtypes.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return nbtypes.uint32(nbtypes.float32), codegen
-
-
-@register_jitable
-def bf16_bits(v):
-    """bf16 of the float32 ``v`` as a uint16: its upper half, rounded to nearest, ties to even."""
-    bits = _float32_bits(v)
-    one, half = np.uint32(1), np.uint32(0x7FFF)
-    return np.uint16((bits + half + ((bits >> np.uint32(16)) & one)) >> np.uint32(16))
 
 
 @register_jitable
@@ -132,15 +111,25 @@ def _row_max(z):
     return m
 
 
+@register_jitable(fastmath={"reassoc"})
+def _row_sum(x):
+    """``sum_j x_j`` in any order (``reassoc``: it vectorises; only the last bits move)."""
+    s = type(x[0])(0)
+    for j in range(x.shape[0]):
+        s += x[j]
+    return s
+
+
 @register_jitable
 def _softmax_row(z, a):
-    """``a = exp(z - max z) / sum_k exp(z_k - max z)`` for one row."""
+    """``a = exp(z - max z) / sum_k exp(z_k - max z)`` for one row. The exponentials come first,
+    in a loop of their own, and in float32 by an ``exp`` that vectorises
+    (:func:`fastbp.kernels.floatbits.exp_nonpositive`); summing them in that loop kept it
+    scalar (200x100: 140 us against 38)."""
     m = _row_max(z)
-    s = type(m)(0)
     for j in range(z.shape[0]):
-        e = type(m)(math.exp(z[j] - m))
-        a[j] = e
-        s += e
+        a[j] = exp_nonpositive(z[j] - m)
+    s = _row_sum(a)
     for j in range(z.shape[0]):
         a[j] /= s
 
@@ -207,107 +196,98 @@ def _act_backward_rows(delta, a, act, alpha, mask, delta16):
 
 
 # -- output layer: delta_L and the loss ------------------------------------------------------
+# One loop per loss and per kind of delta, chosen once per call: the output layer is narrow
+# (10 classes), where a per-row helper that branches on the loss costs more than the row's
+# work (a 200x10 cross-entropy delta and loss: 19 us as one fused loop of such helpers).
 
-@register_jitable
-def _argmax(y):
-    """Index of the first largest entry (the true class of a one-hot row)."""
+
+@register_jitable(inline="always")
+def _argmax(x, i):
+    """Index of the first largest entry of row ``i`` (the true class of a one-hot row)."""
     c = 0
-    for j in range(1, y.shape[0]):
-        if y[j] > y[c]:
+    for j in range(1, x.shape[1]):
+        if x[i, j] > x[i, c]:
             c = j
     return c
 
 
-@register_jitable
-def _log_sum_exp_of_softmax(z, a):
-    """``log sum_k exp(z_k)`` given ``a = softmax(z)``: ``z_c - log a_c`` at ``c = argmax a``,
-    since ``a_k = exp(z_k - lse)``. One logarithm instead of one exponential per class, and as
-    stable: ``a_c >= 1 / n`` never underflows (and ``a_c = 1 / s`` rounded, ``s`` the
-    softmax's sum, so the result is ``m + log s`` to within an ulp of ``a_c``)."""
-    c = _argmax(a)
-    return z[c] - type(z[0])(math.log(a[c]))
-
-
-@register_jitable
-def _row_loss(z, a, y, loss):
-    """``L_i`` of one sample, from ``z`` where that is the stable form (see reference); with
-    cross-entropy ``a`` must be ``softmax(z)``, its only output."""
-    total = type(z[0])(0)
-    if loss == MSE:
-        for k in range(z.shape[0]):
-            total += scalar.mse_term(a[k], y[k])
-    elif loss == BINARY_CROSS_ENTROPY:
-        for k in range(z.shape[0]):
-            total += scalar.bce_term(z[k], y[k])
-    elif loss == CROSS_ENTROPY:
-        lse = _log_sum_exp_of_softmax(z, a)
-        for k in range(z.shape[0]):
-            total += y[k] * (lse - z[k])
-    else:  # HINGE
-        c = _argmax(y)
-        for k in range(z.shape[0]):
-            if k != c:
-                total += scalar.hinge_term(z[k], z[c])
+@register_jitable(inline="always")
+def _cross_entropy_row(z, a, y, i):
+    """``L_i = sum_k y_ik (lse_i - z_ik)``, ``lse_i = log sum_k exp(z_ik)`` read off the
+    softmax: ``lse_i = z_ic - log a_ic`` at ``c = argmax_k a_ik``, since ``a_ik = exp(z_ik -
+    lse_i)``. One logarithm instead of one exponential per class, and as stable: ``a_ic >= 1/n``
+    never underflows (``a_ic = 1 / s`` rounded, ``s`` the softmax's sum, so this is ``m + log
+    s`` to within an ulp of ``a_ic``)."""
+    c = _argmax(a, i)
+    lse = z[i, c] - type(z[0, 0])(math.log(a[i, c]))
+    total = type(z[0, 0])(0)
+    for k in range(z.shape[1]):
+        total += y[i, k] * (lse - z[i, k])
     return total
 
 
-@register_jitable
-def _row_delta(z, a, y, kind, act, alpha, scale, delta):
-    """``delta = scale * dL/dz`` for one sample; ``kind`` is one of :func:`delta_kind`'s."""
-    n = z.shape[0]
-    if kind == MATCHED:
-        for k in range(n):
-            delta[k] = (a[k] - y[k]) * scale
-    elif kind == HINGE_MARGINS:  # +1 per violated margin, -(count) at the true class
-        c = _argmax(y)
-        zero, one = type(scale)(0), type(scale)(1)
-        count = zero
-        for k in range(n):
-            violated = k != c and scalar.hinge_term(z[k], z[c]) > 0
-            delta[k] = scale if violated else zero
-            count += one if violated else zero
-        delta[c] = -count * scale
-    elif kind == SOFTMAX_JVP:  # a * (d - sum_k d_k a_k), d = dL/da = a - y (mse)
-        dot = type(scale)(0)
-        for k in range(n):
-            dot += (a[k] - y[k]) * a[k]
-        for k in range(n):
-            delta[k] = a[k] * ((a[k] - y[k]) - dot) * scale
-    else:  # ELEMENTWISE_JVP: g'(z) * dL/da, d = a - y (mse)
-        for k in range(n):
-            g = scalar.activation_derivative(z[k], a[k], act, alpha)
-            delta[k] = (a[k] - y[k]) * g * scale
-
-
-@Kernel
-def _delta_rows(z, a, y, kind, act, alpha, scale, delta):
-    """``delta = scale * dL/dz``, row by row."""
-    alpha, scale = z.dtype.type(alpha), z.dtype.type(scale)
-    for i in prange(z.shape[0]):
-        _row_delta(z[i], a[i], y[i], kind, act, alpha, scale, delta[i])
-
-
-@Kernel
+@Kernel.with_options(fastmath={"reassoc"})
 def _loss_rows(z, a, y, loss):
-    """``sum_i L_i``."""
-    total = 0.0  # float64 accumulator over the batch
-    for i in prange(z.shape[0]):
-        total += _row_loss(z[i], a[i], y[i], loss)
+    """``sum_i L_i`` in a float64 accumulator, from ``z`` where that is the stable form (see
+    the reference); with cross-entropy ``a`` must be ``softmax(z)``. The sum may be taken in
+    any order (``reassoc``): it vectorises, and the order only moves the last bits."""
+    total = 0.0
+    n_rows, n_cols = z.shape
+    if loss == CROSS_ENTROPY:
+        for i in prange(n_rows):
+            total += _cross_entropy_row(z, a, y, i)
+    elif loss == MSE:
+        for i in prange(n_rows):
+            for k in range(n_cols):
+                total += scalar.mse_term(a[i, k], y[i, k])
+    elif loss == BINARY_CROSS_ENTROPY:
+        for i in prange(n_rows):
+            for k in range(n_cols):
+                total += scalar.bce_term(z[i, k], y[i, k])
+    else:  # HINGE
+        for i in prange(n_rows):
+            c = _argmax(y, i)
+            for k in range(n_cols):
+                if k != c:
+                    total += scalar.hinge_term(z[i, k], z[i, c])
     return total
 
 
 @Kernel
-def _delta_loss_rows(z, a, y, loss, kind, act, alpha, scale, delta, delta16):
-    """``delta = scale * dL/dz`` (and ``delta16 = bf16(delta)``) and ``sum_i L_i``, each row
-    read once."""
+def _delta_rows(z, a, y, kind, act, alpha, scale, delta, delta16):
+    """``delta = scale * dL/dz``, ``kind`` one of :func:`delta_kind`'s (and ``delta16 =
+    bf16(delta)`` unless None)."""
     alpha, scale = z.dtype.type(alpha), z.dtype.type(scale)
-    total = 0.0  # float64 accumulator over the batch
-    for i in prange(z.shape[0]):
-        _row_delta(z[i], a[i], y[i], kind, act, alpha, scale, delta[i])
-        if delta16 is not None:
+    zero, one = type(scale)(0), type(scale)(1)
+    n_rows, n_cols = z.shape
+    if kind == MATCHED:
+        for i in prange(n_rows):
+            for k in range(n_cols):
+                delta[i, k] = (a[i, k] - y[i, k]) * scale
+    elif kind == HINGE_MARGINS:  # +1 per violated margin, -(count) at the true class
+        for i in prange(n_rows):
+            c = _argmax(y, i)
+            count = zero
+            for k in range(n_cols):
+                violated = k != c and scalar.hinge_term(z[i, k], z[i, c]) > 0
+                delta[i, k] = scale if violated else zero
+                count += one if violated else zero
+            delta[i, c] = -count * scale
+    elif kind == SOFTMAX_JVP:  # a * (d - sum_k d_k a_k), d = dL/da = a - y (mse)
+        for i in prange(n_rows):
+            dot = zero
+            for k in range(n_cols):
+                dot += (a[i, k] - y[i, k]) * a[i, k]
+            for k in range(n_cols):
+                delta[i, k] = a[i, k] * ((a[i, k] - y[i, k]) - dot) * scale
+    else:  # ELEMENTWISE_JVP: g'(z) * dL/da, d = a - y (mse)
+        for i in prange(n_rows):
+            for k in range(n_cols):
+                g = scalar.activation_derivative(z[i, k], a[i, k], act, alpha)
+                delta[i, k] = (a[i, k] - y[i, k]) * g * scale
+    if delta16 is not None:  # pruned at compile time: one specialisation each way
+        for i in prange(n_rows):
             _bf16_row(delta[i], delta16[i])
-        total += _row_loss(z[i], a[i], y[i], loss)
-    return total
 
 
 # -- gradients and optimizers ----------------------------------------------------------------
@@ -426,7 +406,7 @@ def act_backward(delta, z, a, act, alpha, mask=None, delta16_out=None):
 def output_delta(z, a, y, loss, act, alpha, scale, delta_out):
     """``delta_L = scale * dL/dz_L`` (``scale = 1/N`` for the batch mean)."""
     kind = delta_kind(act, loss)
-    _delta_rows(z.size, z, a, y, kind, act, float(alpha), float(scale), delta_out)
+    _delta_rows(z.size, z, a, y, kind, act, float(alpha), float(scale), delta_out, None)
     return delta_out
 
 
@@ -436,12 +416,11 @@ def loss_sum(z, a, y, loss):
 
 
 def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out, delta16_out=None):
-    """:func:`output_delta` and :func:`loss_sum` in one sweep (and ``delta16_out =
-    bf16(delta)``, when given); returns the loss sum."""
+    """:func:`output_delta` (and ``delta16_out = bf16(delta)``, when given) and
+    :func:`loss_sum`, one loop each; returns the loss sum."""
     kind = delta_kind(act, loss)
-    total = _delta_loss_rows(z.size, z, a, y, loss, kind, act, float(alpha), float(scale),
-                             delta_out, delta16_out)
-    return z.dtype.type(total)
+    _delta_rows(z.size, z, a, y, kind, act, float(alpha), float(scale), delta_out, delta16_out)
+    return loss_sum(z, a, y, loss)
 
 
 def _column_block(n_cols, threads):

@@ -11,7 +11,7 @@ import types
 
 from numba import njit
 
-from . import codes, scalar
+from . import codes, floatbits, scalar
 
 #: elements below which a loop runs serially. Waking Numba's thread team costs 0.1-0.3 ms on a
 #: VM's idle vCPUs, and right after a GEMM the operands stream from L3 or memory, where one core
@@ -31,9 +31,9 @@ def source_digest(*modules) -> str:
 
 
 #: Numba re-validates cached code against the stamp of this file only, not of the helpers it
-#: compiled in; naming every cached loop after the source of scalar.py and codes.py makes an
-#: edit there compile afresh instead of loading stale code
-DEPENDENCIES = source_digest(scalar, codes)
+#: compiled in; naming every cached loop after the source of scalar.py, codes.py and
+#: floatbits.py makes an edit there compile afresh instead of loading stale code
+DEPENDENCIES = source_digest(scalar, codes, floatbits)
 
 
 def renamed(fn, suffix):
@@ -56,11 +56,18 @@ class Kernel:
     under Python's, every float division checks its divisor and raises, and that branch keeps
     LLVM from vectorising the loop (Adam's serial step ran 4.6x slower)."""
 
-    def __init__(self, fn):
+    def __init__(self, fn, **options):
         self.py_func = fn
-        self.parallel = njit(parallel=True, cache=True, **LOOP_OPTIONS)(
+        options = {**LOOP_OPTIONS, **options}
+        self.parallel = njit(parallel=True, cache=True, **options)(
             renamed(fn, f"parallel_{DEPENDENCIES}"))
-        self.serial = njit(cache=True, **LOOP_OPTIONS)(renamed(fn, f"serial_{DEPENDENCIES}"))
+        self.serial = njit(cache=True, **options)(renamed(fn, f"serial_{DEPENDENCIES}"))
+
+    @classmethod
+    def with_options(cls, **options):
+        """A decorator: :class:`Kernel` with these njit options on top of :data:`LOOP_OPTIONS`
+        (``fastmath={"reassoc"}`` for a sum whose order may change, say)."""
+        return lambda fn: cls(fn, **options)
 
     @staticmethod
     def runs_parallel(work) -> bool:

@@ -71,6 +71,21 @@ def test_the_activation_pass_writes_the_bf16_copy_of_a(act):
         assert np.array_equal(a16, to_bf16(a))
 
 
+@pytest.mark.parametrize("act,loss", [(codes.SOFTMAX, codes.CROSS_ENTROPY),
+                                      (codes.SIGMOID, codes.MSE),
+                                      (codes.IDENTITY, codes.HINGE)])
+def test_the_output_delta_pass_writes_the_bf16_copy_of_delta(act, loss):
+    rng = np.random.default_rng(3)
+    z = rng.standard_normal((6, 4)).astype(np.float32)
+    a = reference.activate(z, act, 0.0, np.empty_like(z))
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 6)]
+    for kernels in (reference, cpu):
+        delta, delta16 = np.empty_like(z), np.empty(z.shape, np.uint16)
+        total = kernels.output_delta_loss(z, a, y, loss, act, 0.0, 0.5, delta, delta16)
+        assert np.array_equal(delta16, to_bf16(delta))
+        assert total == pytest.approx(reference.loss_sum(z, a, y, loss), rel=1e-6)
+
+
 def test_the_update_writes_the_bf16_copy_of_the_parameters():
     rng = np.random.default_rng(2)
     p, g = rng.standard_normal(300).astype(np.float32), rng.standard_normal(300).astype(np.float32)
