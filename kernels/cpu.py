@@ -13,6 +13,8 @@ per-element math of :mod:`fastbp.kernels.scalar`:
   summed over the rows in order -- NumPy's order, so the sums agree to the last bit (summing
   row blocks per thread and combining was no faster at mid sizes, measured);
 - the optimizers: one sweep over the flat parameter vector.
+- ``take_rows``: the minibatch gather ``out = x[index]`` (not in the reference, whose backend
+  calls ``np.take``; the GPU kernels have one too).
 
 Rows of a 2-D array are independent, so the 2-D loops run ``prange`` over rows and accept any
 strides. Activation codes are branched on once per call, outside the row loop:
@@ -290,6 +292,20 @@ def _delta_rows(z, a, y, kind, act, alpha, scale, delta, delta16):
             _bf16_row(delta[i], delta16[i])
 
 
+# -- minibatch gather ------------------------------------------------------------------------
+
+@Kernel
+def _take_rows(x, index, out):
+    """``out[i] = x[index[i]]``, row by row (an index outside ``x`` raises ``IndexError``)."""
+    for i in range(index.shape[0]):  # first, so the gather has one exit and runs in parallel
+        if index[i] < 0 or index[i] >= x.shape[0]:
+            raise IndexError("take_rows: an index lies outside the rows of x")
+    for i in prange(index.shape[0]):
+        row = index[i]  # a local: read once, not after every store into out
+        for j in range(x.shape[1]):
+            out[i, j] = x[row, j]
+
+
 # -- gradients and optimizers ----------------------------------------------------------------
 
 @Kernel
@@ -421,6 +437,13 @@ def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out, delta16_out=N
     kind = delta_kind(act, loss)
     _delta_rows(z.size, z, a, y, kind, act, float(alpha), float(scale), delta_out, delta16_out)
     return loss_sum(z, a, y, loss)
+
+
+def take_rows(x, index, out):
+    """Gather the minibatch ``out = x[index]`` of a matrix (``np.take`` along rows took 2.7x as
+    long for 200 of digits' 64-wide float32 rows: 6.6 against 2.5 us)."""
+    _take_rows(out.size, x, index, out)
+    return out
 
 
 def _column_block(n_cols, threads):

@@ -120,6 +120,28 @@ def test_output_delta_loss_accumulates_like_numpy(numpy_be, numba_be, dtype, sha
     assert_close(got_loss, want_loss)
 
 
+@pytest.mark.parametrize("dtype", DTYPES + [np.uint8])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("strided", [False, True])
+def test_take_rows_gathers_what_numpy_takes(numpy_be, numba_be, dtype, shape, strided):
+    """Serial and parallel (the larger shape) builds, any strides, any dtype."""
+    N, n_in, width = shape
+    x = (np.arange(3 * N * width) % 251).astype(dtype).reshape(3 * N, width)
+    if strided:
+        x = x[::2, ::-1]
+    index = np.random.default_rng(0).integers(0, x.shape[0], N)
+    got, want = (be.take_rows(x, be.asindex(index), np.empty((N, width), dtype))
+                 for be in (numba_be, numpy_be))
+    assert np.array_equal(got, want) and np.array_equal(got, x[index])
+
+
+@pytest.mark.parametrize("bad", [-1, 10])
+def test_take_rows_refuses_an_index_outside_the_rows(numba_be, bad):
+    x = np.ones((10, 3), np.float32)
+    with pytest.raises(IndexError, match="outside the rows"):
+        numba_be.take_rows(x, numba_be.asindex([0, bad]), np.empty((2, 3), np.float32))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dropout_masks_are_the_numpy_backends_from_the_same_seed(numpy_be, numba_be, dtype):
     masks = []

@@ -35,6 +35,11 @@ class NumbaBackend(NumpyBackend):
         super().__init__()
         self.thread_plan = threads.configure()
 
+    def take_rows(self, x, index, out):
+        if x.ndim != 2:
+            return super().take_rows(x, index, out)
+        return self.kernels.take_rows(x, index, out)
+
     def first_run_notice(self):
         """That the loops compile before the first steps, when the one every step runs first
         has no compiled code (a fresh install, or new code): a few seconds, once."""
