@@ -12,8 +12,10 @@ each with its GFLOP/s (of the GEMM) and the fraction of its GEMM's floor;
 and besides them:
 
 - ``gemm``: every GEMM of one training step of the config (the floor of ``test_steps``);
+- ``output_forward``: the output layer's ``linear_forward``, ``n_{L-1} -> n_L`` with softmax
+  (10 classes: the GEMM is narrow, and the softmax's exponentials a large share);
 - ``output_delta_loss``: softmax + cross-entropy on the output layer, ``N x n_L``: ``delta_L``
-  and the batch's loss sum in one pass (memory-bound: GB/s of the four arrays);
+  and the batch's loss sum (GB/s of the four arrays);
 - ``sgd`` / ``momentum`` / ``adam`` update: one optimizer step over the config's whole flat
   parameter vector (memory-bound: GB/s of the vectors read and written).
 """
@@ -90,6 +92,16 @@ def test_weight_grads(timed, record, config, backend):
         backend, backend.weight_grads, draw(backend, N, n1), draw(backend, N, n2), W, 0.0,
         backend.empty((n1, n2), np.float32), backend.empty((n2,), np.float32)))
     record(flop=2 * N * n1 * n2, floor=((n1, n2), N, ("weights",)))
+
+
+def test_output_forward(timed, record, config, backend):
+    sizes, N = CONFIGS[config]
+    n1, n2 = sizes[-2], sizes[-1]
+    z, a = backend.empty((N, n2), np.float32), backend.empty((N, n2), np.float32)
+    timed(f"output_forward[{config}]", synchronized(
+        backend, backend.linear_forward, draw(backend, N, n1), draw(backend, n1, n2),
+        draw(backend, n2), SOFTMAX, 0.0, z, a))
+    record(flop=2 * N * n1 * n2, floor=((n1, n2), N, ("forward",)))
 
 
 def test_output_delta_loss(timed, record, config, backend):
