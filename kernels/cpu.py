@@ -419,10 +419,11 @@ def act_backward(delta, z, a, act, alpha, mask=None, delta16_out=None):
     return delta
 
 
-def output_delta(z, a, y, loss, act, alpha, scale, delta_out):
-    """``delta_L = scale * dL/dz_L`` (``scale = 1/N`` for the batch mean)."""
+def output_delta(z, a, y, loss, act, alpha, scale, delta_out, delta16_out=None):
+    """``delta_L = scale * dL/dz_L`` (``scale = 1/N`` for the batch mean; ``delta16_out =
+    bf16(delta)`` too, when given)."""
     kind = delta_kind(act, loss)
-    _delta_rows(z.size, z, a, y, kind, act, float(alpha), float(scale), delta_out, None)
+    _delta_rows(z.size, z, a, y, kind, act, float(alpha), float(scale), delta_out, delta16_out)
     return delta_out
 
 
@@ -434,8 +435,7 @@ def loss_sum(z, a, y, loss):
 def output_delta_loss(z, a, y, loss, act, alpha, scale, delta_out, delta16_out=None):
     """:func:`output_delta` (and ``delta16_out = bf16(delta)``, when given) and
     :func:`loss_sum`, one loop each; returns the loss sum."""
-    kind = delta_kind(act, loss)
-    _delta_rows(z.size, z, a, y, kind, act, float(alpha), float(scale), delta_out, delta16_out)
+    output_delta(z, a, y, loss, act, alpha, scale, delta_out, delta16_out)
     return loss_sum(z, a, y, loss)
 
 

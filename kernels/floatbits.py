@@ -51,21 +51,24 @@ def bf16_bits(v):
 EXP_LOWEST = -87.33654
 #: 1.5 * 2^23: adding it to ``|t| < 2^22`` rounds ``t`` to an integer held in the low bits
 ROUNDING_MAGIC = 12582912.0
+#: ``ln 2 = LN2_HIGH + LN2_LOW``; the high part holds 10 significant bits, so ``n * LN2_HIGH``
+#: is exact for the ``|n| <= 127`` used here
+LN2_HIGH, LN2_LOW = 0.693359375, -2.12194440e-4
 
 
 @register_jitable
 def exp_nonpositive_float32(x):
     """``exp(x)`` for a float32 ``x <= 0``, within 1 ulp (Cephes' ``expf``): ``x = n ln2 + r``
-    with ``n = round(x / ln2)``, ``|r| <= ln2/2``; ``exp(r)`` by a degree-6 polynomial; ``2^n``
-    built in the exponent bits. 0 below :data:`EXP_LOWEST` (where the true value is subnormal,
-    under 1.2e-38), ``nan`` stays ``nan``. ``ln2`` is split in two (0.693359375 holds 10
-    significant bits, so ``n * ln2_high`` is exact) to keep ``r`` accurate."""
+    with ``n = round(x / ln2)``, ``|r| <= ln2/2``; ``exp(r) = 1 + r + r^2 p(r)``, ``p`` of
+    degree 5; ``2^n`` built in the exponent bits. 0 below :data:`EXP_LOWEST` (where the true
+    value is subnormal, under 1.2e-38), ``nan`` stays ``nan``. ``r`` is reduced with ``ln2``
+    in two parts (:data:`LN2_HIGH`, :data:`LN2_LOW`) to keep it accurate."""
     f = np.float32
     magic, lowest = f(ROUNDING_MAGIC), f(EXP_LOWEST)
     clamped = lowest if x < lowest else x  # nan compares false and stays nan
     t = clamped * f(1.44269504088896341) + magic
     n = t - magic
-    r = clamped - n * f(0.693359375) - n * f(-2.12194440e-4)
+    r = clamped - n * f(LN2_HIGH) - n * f(LN2_LOW)
     p = f(1.9875691500e-4)
     p = p * r + f(1.3981999507e-3)
     p = p * r + f(8.3334519073e-3)
