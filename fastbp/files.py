@@ -7,6 +7,9 @@ leaves either the old file or the new one, never half of one. It is polite:
 - a replaced file keeps its permission bits; a new one gets ``0o666`` minus the process umask
   (the kernel applies the umask when the temporary is created: the umask is never touched);
 - a symlink is written through: its target is replaced, the link stays a link;
+- a target that is not a regular file -- a device (``/dev/null``), a FIFO, a terminal, a
+  socket, ``/dev/stdout`` -- is written to directly, as a stream: renaming over it would
+  replace a device with a file (and, as root, ``/dev/null`` for everyone);
 - errors name the user's path, never the temporary;
 - the temporary is named ``.NAME.fastbp-HOST-PID-RANDOM.tmp``; a writer that was killed leaves
   it behind, and the next write to the same target removes those of dead processes on this host.
@@ -21,14 +24,18 @@ import errno
 import json
 import os
 import secrets
+import shutil
 import socket
 import stat
+import tempfile
 import zipfile
 from contextlib import contextmanager
 
 import numpy as np
 
 TEMP_SUFFIX = ".tmp"
+#: binary output to a stream is held in memory up to this size, then in a temporary file
+SPOOL_BYTES = 64 << 20
 TEMP_TAG = ".fastbp-"
 #: image formats :func:`save_figure` writes (Matplotlib's Agg and vector backends)
 FIGURE_FORMATS = ("png", "pdf", "svg", "svgz", "eps", "ps", "jpg", "jpeg", "tif", "tiff",
@@ -44,12 +51,15 @@ def atomic_write(path, mode="wb"):
     """A file object (``mode`` ``"wb"`` or ``"w"``) whose contents replace ``path`` atomically
     when the block ends without an exception; on an exception ``path`` is left as it was."""
     user_path = os.fspath(path)
+    if is_stream(user_path):
+        with write_stream(user_path, mode) as f:
+            yield f
+        return
     target = os.path.realpath(user_path)
     remove_stale_temporaries(target)
     tmp, fd = create_temporary(user_path, target)
     try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode
-                                    else {})) as f:
+        with os.fdopen(fd, mode, **text_options(mode)) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
@@ -61,6 +71,40 @@ def atomic_write(path, mode="wb"):
     except BaseException:
         discard(tmp)
         raise
+
+
+def is_stream(path) -> bool:
+    """Whether ``path`` (links followed) is an existing file that is not a regular file or a
+    folder: a device, a FIFO, a terminal or a socket."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+@contextmanager
+def write_stream(user_path, mode):
+    """``user_path`` opened for writing as it is (no rename, no fsync: a device or a pipe has
+    nothing to make atomic); errors name ``user_path``. Text goes straight through; binary
+    output is spooled first (memory, then disk) and copied when the block ends, since its
+    writers may seek (a zip archive's directory points back into it) and a pipe cannot."""
+    try:
+        with open(user_path, mode, **text_options(mode)) as stream:
+            if "b" not in mode:
+                yield stream
+                return
+            with tempfile.SpooledTemporaryFile(SPOOL_BYTES) as spool:
+                yield spool
+                spool.seek(0)
+                shutil.copyfileobj(spool, stream)
+    except OSError as exc:
+        raise naming(exc, user_path) from None
+
+
+def text_options(mode) -> dict:
+    """``open`` options of a text ``mode``: UTF-8, line ends as written."""
+    return {} if "b" in mode else {"encoding": "utf-8", "newline": ""}
 
 
 def create_temporary(user_path, target):
@@ -140,6 +184,11 @@ def check_writable(path, what="output file") -> str:
     not a folder), else an OSError naming ``path`` and ``what`` it was to hold. Run before
     the work whose result goes there."""
     user_path = os.fspath(path)
+    if is_stream(user_path):
+        if not os.access(user_path, os.W_OK):
+            raise PermissionError(errno.EACCES, f"cannot write the {what} to {user_path!r}: "
+                                                "permission denied")
+        return user_path
     target = os.path.realpath(user_path)
     folder = os.path.dirname(target)
     if os.path.isdir(target):

@@ -5,6 +5,7 @@ writer: models, checkpoints, predictions, JSON, figures."""
 
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -107,6 +108,42 @@ def test_an_exception_inside_the_block_keeps_the_old_file(tmp_path):
             f.write("half")
             raise KeyError("boom")
     assert path.read_text() == "old" and not temporaries(tmp_path)
+
+
+# -- targets that are not regular files: written as streams, never replaced -----------------
+
+def test_a_fifo_target_is_written_as_a_stream_and_stays_a_fifo(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    files.atomic_write_text(fifo, "through the pipe\n")
+    assert reader.communicate(timeout=30)[0] == b"through the pipe\n"
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and not temporaries(tmp_path)
+
+
+def test_dev_null_stays_a_device_for_every_writer(tmp_path):
+    before = os.stat(os.devnull)
+    files.atomic_write_text(os.devnull, "discarded")
+    fastbp.MLP([2, 3, 2], backend="numpy").save(os.devnull)
+    assert files.check_writable(os.devnull) == os.devnull
+    after = os.stat(os.devnull)
+    assert stat.S_ISCHR(after.st_mode) and after.st_rdev == before.st_rdev
+
+
+def test_a_symlink_to_a_device_writes_through_to_it(tmp_path):
+    link = tmp_path / "out"
+    link.symlink_to(os.devnull)
+    files.atomic_write_text(link, "gone")
+    assert link.is_symlink() and os.readlink(link) == os.devnull
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode) and not temporaries(tmp_path)
+
+
+def test_a_full_device_names_the_users_path():
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    with pytest.raises(OSError, match="cannot write '/dev/full'"):
+        files.atomic_write_text("/dev/full", "x" * 100000)
+    assert stat.S_ISCHR(os.stat("/dev/full").st_mode)
 
 
 # -- SIGKILL during every writer -------------------------------------------------------------
