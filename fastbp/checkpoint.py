@@ -47,6 +47,8 @@ UNFINGERPRINTED_OPTIONS = ("epochs", "verbose", "callbacks")
 OVERRIDES = {"lr": "new_lr"}
 #: config entries that only decide the initial weights, which the checkpoint replaces
 INITIAL_ONLY_KEYS = ("init", "init_scale", "seed", "prelu_init")
+#: config entries that name the data's columns (older checkpoints lack them)
+NAMING_KEYS = ("feature_names", "target_name")
 RESUME_MODES = (False, True, *OVERRIDES.values())
 
 
@@ -202,7 +204,7 @@ def check_compatible(path, meta, net, opts, run_fingerprint, resume):
     naming the difference (``resume="new_lr"`` lets the learning rate differ)."""
     saved, current = meta["config"], net.config
     for key in sorted(set(saved) | set(current)):
-        if key not in INITIAL_ONLY_KEYS and saved.get(key) != current.get(key):
+        if key not in INITIAL_ONLY_KEYS + NAMING_KEYS and saved.get(key) != current.get(key):
             raise ValueError(f"checkpoint {path!r} is of another architecture: {key} is "
                              f"{saved.get(key)!r} there, {current.get(key)!r} here")
     if meta.get("optimizer") != opts.optimizer:
@@ -274,9 +276,13 @@ def parse_position(path, meta, order, opts, n_train) -> Position:
     """``epoch``, ``next_row``, ``order`` and ``loss_so_far``, each checked against this fit."""
     epoch, next_row, loss = meta.get("epoch"), meta.get("next_row"), meta.get("loss_so_far")
     batch = min(opts.batch_size or n_train, n_train)
-    if not (is_int(epoch) and 0 <= epoch <= opts.epochs):
-        raise FileFormatError(f"checkpoint {path!r}: epoch must be an integer in "
-                              f"[0, {opts.epochs}], got {epoch!r}")
+    if not (is_int(epoch) and epoch >= 0):
+        raise FileFormatError(f"checkpoint {path!r}: epoch must be an integer >= 0, "
+                              f"got {epoch!r}")
+    if epoch > opts.epochs:
+        raise ValueError(f"checkpoint {path!r} is already at epoch {epoch}, past epochs="
+                         f"{opts.epochs}: to train on, resume with epochs > {epoch}; "
+                         "to start afresh, remove the checkpoint or use another path")
     if not (is_int(next_row) and 0 <= next_row < n_train and next_row % batch == 0):
         raise FileFormatError(f"checkpoint {path!r}: next_row must be a multiple of the batch "
                               f"size {batch} in [0, {n_train}), got {next_row!r}")

@@ -154,3 +154,21 @@ def check_seed(seed):
     """A seed is None or a non-negative integer."""
     if seed is not None:
         check_number(seed, "seed", low=0, integer=True)
+
+
+def check_name(name, what):
+    """None or a string."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"{what} must be a string or None, got {name!r}")
+    return name
+
+
+def check_feature_names(names, n_features):
+    """None, or a list of one name (a string) per input feature."""
+    if names is None:
+        return None
+    names = [check_name(n, f"feature_names[{j}]") for j, n in enumerate(names)]
+    if len(names) != n_features:
+        raise ValueError(f"feature_names must name the {n_features} inputs, got "
+                         f"{len(names)} names")
+    return names

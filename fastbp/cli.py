@@ -12,6 +12,7 @@ process killed by SIGPIPE); Ctrl-C says where the checkpoint went (status 130).
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib.util
 import os
 import re
@@ -29,7 +30,7 @@ from .bench import run as run_bench
 from .distributed import launcher_rank
 from .files import atomic_write
 from .init import INITS
-from .csvfile import read_csv, read_labelled_csv
+from .csvfile import Columns
 from .labels import LabelCoder, class_index
 from .losses import LOSSES
 from .memory import check_fits
@@ -56,10 +57,13 @@ class Parser(argparse.ArgumentParser):
         raise CliError(f"{self.prog}: error: {message}")
 
 
-def int_list(text: str) -> list[int]:
-    """'256,128' -> [256, 128]; '' -> []."""
+def int_list(text: str) -> tuple[int, ...]:
+    """'256,128' -> (256, 128); '' -> () (no hidden layers); an empty item ('4,,4') is an
+    error. A tuple: argparse leaves ``[]`` for a bare ``--`` (see :func:`check_single_values`)."""
+    if not text.strip():
+        return ()
     try:
-        sizes = [int(s) for s in text.split(",") if s.strip()]
+        sizes = tuple(int(s) for s in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
     if any(s < 1 for s in sizes):
@@ -79,7 +83,7 @@ def batch_size(text: str):
 
 def add_model_flags(p):
     g = p.add_argument_group("model")
-    g.add_argument("--hidden", type=int_list, default=[256], metavar="N[,N...]",
+    g.add_argument("--hidden", type=int_list, default=(256,), metavar="N[,N...]",
                    help="hidden layer sizes, comma-separated; '' for none (default: 256)")
     g.add_argument("--activation", default="relu", metavar="NAME[,NAME...]",
                    help=f"hidden activation(s): {', '.join(HIDDEN_NAMES)} (default: relu)")
@@ -170,7 +174,7 @@ def build_parser() -> Parser:
     predict.add_argument("data", help="CSV (or .npz with X) of features")
     predict.add_argument("--target", help="a target column to drop and score against")
     add_header_flag(predict)
-    predict.add_argument("--output", "-o", type=output_file("predictions"),
+    predict.add_argument("--output", "-o", dest="predictions", type=output_file("predictions"),
                          help="write predictions to this CSV (default: stdout)")
     predict.add_argument("--proba", action="store_true", help="write class probabilities")
     predict.add_argument("--backend", default="auto", choices=["auto"] + backend_names())
@@ -223,6 +227,9 @@ def check_train_flags(args):
     memory (counting only the weights between hidden layers and their biases)."""
     check_options(**fit_options(args))
     checks.check_number(args.test_size, "test_size", low=0, high=1, high_open=True)
+    checks.check_seed(args.seed)
+    if args.resume and not args.checkpoint:
+        raise ValueError(f"resume={args.resume!r} needs checkpoint=RUN.ckpt to resume from")
     if args.plot and importlib.util.find_spec("matplotlib") is None:
         raise ImportError(f"--plot needs Matplotlib: {plots.INSTALL_HINT}")
     for name in args.activation.split(","):
@@ -235,28 +242,20 @@ def check_train_flags(args):
 
 
 def run_train(args):
-    from .model import MLP
-
     check_train_flags(args)
-    ds, classes, guessed = labelled_data(args)
-    output, loss = TASK_DEFAULTS[ds.task]
-    output, loss = args.output or output, args.loss or loss
-    X_train, X_test, y_train, y_test = split_for_test(ds, args.test_size, args.seed)
-    activation = args.activation.split(",")
-    n_outputs = ds.n_outputs if classes is None or ds.task == "binary" else len(classes)
-    net = MLP([ds.X.shape[1], *args.hidden, n_outputs], classes=classes,
-              activation=activation[0] if len(activation) == 1 else activation,
-              output=output, loss=loss, init=args.init, init_scale=args.init_scale,
-              backend=args.backend, dtype=args.dtype, seed=args.seed,
-              leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha,
-              preprocess=None if args.preprocess == "none" else args.preprocess,
-              maxout_pieces=args.maxout_pieces, prelu_init=args.prelu_init)
     say = (lambda *a: None) if args.quiet or launcher_rank() else print
+    ds = data.load_any(args.data, args.target, args.header)
+    source = "from --task" if args.task else "guessed from the target column; --task overrides"
+    ds.task = args.task or ds.task
+    say(f"task: {ds.task} ({source})")
+    data.check_range(ds.X, args.dtype, repr(args.data), ds.feature_names)
+    classes = code_labels(ds)
+    if classes:
+        say(f"classes: {', '.join(map(str, classes))}")
+    X_train, X_test, y_train, y_test = split_for_test(ds, classes, args.test_size, args.seed)
+    net = build_network(args, ds, classes)
     say(f"data: {ds.name} ({ds.task}), {len(X_train)} train / {len(X_test)} test samples, "
         f"{ds.X.shape[1]} features")
-    source = "guessed from the target column; --task overrides" if guessed else "from --task"
-    say(f"task: {ds.task} ({source})"
-        + (f", classes: {', '.join(map(str, classes))}" if classes else ""))
     say(f"backend: {net.backend.name} ({net.backend.reason})")
     say(f"model: {net}")
     history = net.fit(X_train, y_train, **fit_options(args), checkpoint=args.checkpoint,
@@ -276,27 +275,38 @@ def run_train(args):
         say(f"wrote training curves to {args.plot}")
 
 
+def build_network(args, ds, classes):
+    """The MLP the flags describe, for ``ds`` (its column names saved with it)."""
+    from .model import MLP
+
+    output, loss = TASK_DEFAULTS[ds.task]
+    activation = args.activation.split(",")
+    n_outputs = ds.n_outputs if classes is None or ds.task == "binary" else len(classes)
+    return MLP([ds.X.shape[1], *args.hidden, n_outputs], classes=classes,
+               activation=activation[0] if len(activation) == 1 else activation,
+               output=args.output or output, loss=args.loss or loss, init=args.init,
+               init_scale=args.init_scale, backend=args.backend, dtype=args.dtype,
+               seed=args.seed, leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha,
+               preprocess=None if args.preprocess == "none" else args.preprocess,
+               maxout_pieces=args.maxout_pieces, prelu_init=args.prelu_init,
+               feature_names=ds.feature_names, target_name=ds.target_name)
+
+
 def run_predict(args):
     from .io import load
 
     net = load(args.model, backend=args.backend)
     classes = net.config.get("classes")
-    if args.data.endswith(".npz"):
-        ds = data.load_npz(args.data)
-        X, y = ds.X, ds.y
-    elif args.target is not None:
-        _, X, y = read_labelled_csv(args.data, args.target, args.header)
-    else:
-        _, X = read_csv(args.data, args.header)
-        y = None
+    X, y = data.load_features(args.data, args.target, args.header, trained_columns(net))
+    data.check_range(X, net.dtype, repr(args.data), net.config.get("feature_names"))
     if y is not None and classes is not None:
         y = class_index(y, classes, "the --target column")
     out = np.asarray(net.predict_proba(X) if args.proba else net.predict(X))
     out = out.reshape(len(X), -1)
     header = prediction_header(net, args.proba, out)
     names = classes if not args.proba else None
-    if args.output:
-        with atomic_write(args.output, "w") as f:
+    if args.predictions:
+        with atomic_write(args.predictions, "w") as f:
             write_predictions(f, out, header, names)
     else:
         write_predictions(sys.stdout, out, header, names)
@@ -305,30 +315,40 @@ def run_predict(args):
         print(f"{metric}: {net.score(X, y):.4f}", file=sys.stderr)
 
 
-def labelled_data(args):
-    """``(dataset, class names or None, whether the task was guessed)``: a CSV target column
-    of names is read as labels; class labels (numbers or names, gaps allowed) become indices
-    ``0..K-1``, so the output layer has one unit per class present."""
-    ds = data.load_any(args.data, args.target, args.header)
-    ds.task = args.task or ds.task
+def trained_columns(net) -> Columns | None:
+    """The column names of the file ``net`` was trained on (None: not saved, or no header)."""
+    features = net.config.get("feature_names")
+    return None if features is None else Columns(features, net.config.get("target_name"))
+
+
+def code_labels(ds):
+    """Class names (None for regression), with ``ds.y`` turned into class indices: a CSV
+    target column of names is read as labels; class labels (numbers or names, gaps allowed)
+    become indices ``0..K-1``, so the output layer has one unit per class present."""
     if ds.task == "regression":
         if ds.y.dtype.kind in "USO":
             raise ValueError("--task regression needs a numeric target column")
-        return ds, None, args.task is None
+        return None
     coder = LabelCoder().fit(ds.y, "the target column")
-    classes = [c.item() if hasattr(c, "item") else c for c in coder.classes]
+    classes = coder.classes.tolist()
     classes = [int(c) if isinstance(c, float) and c.is_integer() else c for c in classes]
     ds.y = class_index(ds.y, coder.classes).astype(np.float64)
     if ds.task == "binary" and len(classes) != 2:
         raise ValueError(f"--task binary needs 2 classes, the target column has {len(classes)}")
-    return ds, classes, args.task is None
+    return classes
 
 
-def split_for_test(ds, test_size, seed):
-    """``X_train, X_test, y_train, y_test``; ``test_size=0`` trains on everything."""
+def split_for_test(ds, classes, test_size, seed):
+    """``X_train, X_test, y_train, y_test``, stratified by class name for a classification;
+    ``test_size=0`` trains on everything."""
     if test_size == 0:
         return ds.X, ds.X[:0], ds.y, ds.y[:0]
-    return data.train_test_split(ds.X, ds.y, test_size, seed=seed)
+    by_class = classes is not None and np.asarray(classes, dtype=object)[ds.y.astype(int)]
+    try:
+        return data.train_test_split(ds.X, ds.y, test_size, seed=seed, stratify=by_class)
+    except data.SplitError as exc:
+        raise ValueError(f"{exc}; if the target is a quantity, train with --task regression, "
+                         "else with another --test-size") from None
 
 
 def prediction_header(net, proba, out) -> list[str]:
@@ -344,13 +364,17 @@ def prediction_header(net, proba, out) -> list[str]:
 
 
 def write_predictions(target, out, header, classes):
-    """A CSV with ``header``; class indices written as ``classes`` names when given."""
+    """A CSV with ``header`` (quoted where a name holds a comma or a quote); class indices
+    written as ``classes`` names when given, numbers as the shortest text that reads back as
+    the same value in their dtype (``str`` of a NumPy float32 or float64)."""
+    names = [str(name) for name in [*header, *(classes or [])]]
     if classes is not None and out.dtype.kind in "iu":
         out = np.asarray(classes, dtype=object)[out]
-        fmt = "%s"
-    else:
-        fmt = "%d" if out.dtype.kind in "iu" else "%.6g"
-    np.savetxt(target, out, fmt=fmt, delimiter=",", header=",".join(header), comments="")
+    # minimal quoting misses a carriage return when lines end in "\n" alone
+    quoting = csv.QUOTE_ALL if any("\r" in name for name in names) else csv.QUOTE_MINIMAL
+    writer = csv.writer(target, lineterminator="\n", quoting=quoting)
+    writer.writerow(header)
+    writer.writerows([str(value) for value in row] for row in out)
 
 
 def run_export(args):
@@ -378,8 +402,9 @@ USER_ERRORS = (ValueError, TypeError, OSError, ImportError, RuntimeError, Floati
 
 
 def main(argv=None) -> int:
-    parser, args = build_parser(), None
+    parser = args = None
     try:
+        parser = build_parser()
         args = parser.parse_args(argv)
         check_single_values(parser, args)
         COMMANDS[args.command](args)
@@ -415,25 +440,45 @@ def one_line(exc) -> str:
 
 
 def name_flags(message: str, parser, args) -> str:
-    """``message`` with each argument name the command's flags set (``batch_size must``)
-    replaced by the flag (``--batch-size must``)."""
-    if args is None:
+    """``message`` with each argument name the command's flags set (``batch_size must``,
+    ``lr=0.1``, ``validation_split > 0``) replaced by the flag (``--batch-size must``), and
+    an argument set to a flag's constant (``resume='new_lr'``) by that flag
+    (``--resume-new-lr``)."""
+    if args is None or parser is None:
         return message
+    for (dest, const), flag in const_flags(parser, args.command).items():
+        message = re.sub(rf"(?<![\w-]){re.escape(f'{dest}={const!r}')}(?![\w'])", flag,
+                         message)
     for dest, flag in flag_names(parser, args.command).items():
-        pattern = rf"(?<![\w-]){re.escape(dest)}(?=\[| must| needs|=| is not| [<>])"
+        pattern = rf"(?<![\w-]){re.escape(dest)}(?=\[| must| needs|=| is not| [<>]=? ?[-\d])"
         message = re.sub(pattern, flag, message)
     return message
 
 
+def command_actions(parser, command) -> list:
+    """The actions of ``command``'s subparser that have long flags."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return [a for a in sub.choices[command]._actions
+            if any(o.startswith("--") for o in a.option_strings)]
+
+
+def long_flag(action) -> str:
+    return next(o for o in action.option_strings if o.startswith("--"))
+
+
 def flag_names(parser, command) -> dict:
     """``{dest: "--long-flag"}`` of the options of ``command``'s subparser."""
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     names = {}
-    for action in sub.choices[command]._actions:
-        longs = [o for o in action.option_strings if o.startswith("--")]
-        if longs and action.dest not in names:
-            names[action.dest] = longs[0]
+    for action in command_actions(parser, command):
+        names.setdefault(action.dest, long_flag(action))
     return names
+
+
+def const_flags(parser, command) -> dict:
+    """``{(dest, constant): "--flag"}`` of the flags that set a constant (``--resume``,
+    ``--resume-new-lr``, ``--quiet``)."""
+    return {(a.dest, a.const): long_flag(a) for a in command_actions(parser, command)
+            if a.nargs == 0 and a.const is not None}
 
 
 def checkpoint_note(args) -> str:

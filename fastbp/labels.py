@@ -87,6 +87,7 @@ class LabelCoder:
             return arr.astype(np.float64)
         if arr.ndim != 1:
             raise ValueError(f"{name} must be a vector of labels, got shape {arr.shape}")
+        self.check_label_type(arr, name)
         index = np.searchsorted(self.classes, arr)
         index = np.minimum(index, len(self.classes) - 1)
         unknown = self.classes[index] != arr
@@ -95,6 +96,16 @@ class LabelCoder:
                              f"{np.unique(arr[unknown])[:5].tolist()}; the classes are "
                              f"{self.classes.tolist()}")
         return index.astype(np.float64) if self.kind == "binary" else index
+
+    def check_label_type(self, arr, name):
+        """Names against names, numbers against numbers: a label of the other type is a
+        ValueError (never a cast that truncates or fails)."""
+        if arr.size and holds_text(arr) != holds_text(self.classes):
+            kind = "names" if holds_text(arr) else "numbers"
+            other = "names" if holds_text(self.classes) else "numbers"
+            example = arr.ravel()[:1].tolist()[0]
+            raise ValueError(f"{name} holds {kind} (such as {example!r}), but "
+                             f"the classes are {other}: {self.classes.tolist()}")
 
     def probabilities(self, outputs) -> np.ndarray:
         """Class probabilities ``(N, K)`` from the network's outputs (binary: ``[1-p, p]``)."""
@@ -115,7 +126,15 @@ class LabelCoder:
         return f"LabelCoder(kind={self.kind!r}, classes={self.classes!r})"
 
 
+def holds_text(arr) -> bool:
+    """Whether the labels ``arr`` are names (strings) rather than numbers."""
+    if arr.dtype.kind in "US":
+        return True
+    return arr.dtype.kind == "O" and any(isinstance(v, str) for v in arr.ravel())
+
+
 def class_index(y, classes, name="y"):
-    """The index of every label of ``y`` in ``classes`` (a ValueError names unknown ones)."""
+    """The index of every label of ``y`` in ``classes``, each label compared as it is (no cast
+    to the classes' type): a ValueError names unknown labels, or a label of the other type."""
     coder = LabelCoder(np.asarray(classes), "multiclass")
-    return coder.encode(np.asarray(y, dtype=np.asarray(classes).dtype), name)
+    return coder.encode(y, name)

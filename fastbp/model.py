@@ -50,7 +50,9 @@ class MLP:
     ``preprocess=None`` trains on the raw features;
     ``standardize=True`` is an alias of ``preprocess="standardize"``. ``classes`` names the
     classes of the outputs (one per output, or two for a single sigmoid output), saved with the
-    model for the command line's predictions.
+    model for the command line's predictions. ``feature_names`` (one per input) and
+    ``target_name`` name the columns of the file the model was trained on, saved with it so
+    that ``fastbp predict`` matches a file's columns by name.
 
     Every name is checked at construction, used or not. A model serves one thread at a time:
     a call from a second thread while one runs is a RuntimeError (:mod:`fastbp.guard`).
@@ -59,7 +61,8 @@ class MLP:
     def __init__(self, sizes, activation="relu", output="softmax", loss="cross_entropy",
                  init="he", init_scale=None, backend="auto", dtype="float32", seed=None,
                  leaky_slope=0.01, elu_alpha=1.0, standardize=False, preprocess="auto",
-                 maxout_pieces=2, prelu_init=0.25, classes=None):
+                 maxout_pieces=2, prelu_init=0.25, classes=None, feature_names=None,
+                 target_name=None):
         self.sizes = checks.check_sizes(sizes)
         preprocess = check_preprocess(None if standardize and preprocess == "auto"
                                       else preprocess, standardize)
@@ -71,7 +74,9 @@ class MLP:
             maxout_pieces=checks.check_number(maxout_pieces, "maxout_pieces", low=2,
                                               integer=True),
             prelu_init=checks.check_number(prelu_init, "prelu_init"),
-            preprocess=preprocess, classes=checks.check_classes(classes, self.sizes[-1]))
+            preprocess=preprocess, classes=checks.check_classes(classes, self.sizes[-1]),
+            feature_names=checks.check_feature_names(feature_names, self.sizes[0]),
+            target_name=checks.check_name(target_name, "target_name"))
         self.hidden = self._hidden_activations(activation)
         self.output = make_activation(output, where="output", leaky_slope=leaky_slope,
                                       elu_alpha=elu_alpha)

@@ -114,3 +114,42 @@ def test_column_moments_equal_numpys_in_chunks(n, d, offset, chunk, weighted):
     ref_std = np.sqrt(np.average((X - ref) ** 2, axis=0, weights=w))
     np.testing.assert_allclose(mean, ref, rtol=1e-12, atol=1e-9)
     np.testing.assert_allclose(std, ref_std, rtol=1e-7, atol=1e-9)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.text(min_size=1, max_size=4), min_size=2, max_size=6, unique=True),
+       st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=10))
+def test_class_index_matches_whole_names_only(classes, labels):
+    """A label is its class only when equal in full: no truncation to the classes' width."""
+    classes = sorted(classes)
+    unknown = sorted(set(labels) - set(classes))
+    if unknown:
+        with pytest.raises(ValueError, match="not seen in training") as info:
+            class_index(np.array(labels), classes)
+        assert repr(unknown[0]) in str(info.value)
+    else:
+        assert class_index(np.array(labels), classes).tolist() == [classes.index(v)
+                                                                   for v in labels]
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.integers(-100, 100), min_size=2, max_size=6, unique=True),
+       st.lists(st.floats(-200, 200, allow_nan=False), min_size=1, max_size=10))
+def test_class_index_compares_numbers_as_numbers(classes, labels):
+    """10.7 is not class 10: integer classes are not a cast of the labels."""
+    classes = sorted(classes)
+    if all(v in classes for v in labels):
+        assert class_index(np.array(labels), classes).tolist() == [classes.index(v)
+                                                                   for v in labels]
+    else:
+        with pytest.raises(ValueError, match="not seen in training"):
+            class_index(np.array(labels), classes)
+
+
+@pytest.mark.parametrize("labels,classes,message", [
+    (["cat"], [10, 20, 30], "holds names \\(such as 'cat'\\), but the classes are numbers"),
+    ([10.7], ["cat", "dog"], "holds numbers \\(such as 10.7\\), but the classes are names"),
+])
+def test_a_label_of_the_other_type_is_named(labels, classes, message):
+    with pytest.raises(ValueError, match=message):
+        class_index(np.array(labels), classes, "the --target column")

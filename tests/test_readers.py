@@ -4,6 +4,7 @@ CSV, data and model files: each gives the right answer or one clear error, never
 exception."""
 
 import io
+import re
 import tracemalloc
 import zipfile
 
@@ -251,3 +252,145 @@ def test_a_zip_that_is_not_a_fastbp_file(tmp_path):
     path.write_bytes(buffer.getvalue())
     with pytest.raises(FileFormatError, match="not a complete .npz"):
         fastbp.load(path)
+
+
+# -- column names, delimiters, digit separators ----------------------------------------------
+
+@FAST
+@given(st.permutations(["a", "b", "c", "d"]), st.booleans())
+def test_a_header_in_another_order_is_put_back_in_the_training_order(tmp_path, order, target):
+    """Same names, any order: the matrix comes back in the training order."""
+    values = {name: [j + 10 * k for k in range(3)] for j, name in enumerate("abcd")}
+    columns = list(order) + (["label"] if target else [])
+    rows = [[values[n][k] if n != "label" else k % 2 for n in columns] for k in range(3)]
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join(",".join(map(str, r)) for r in [columns] + rows) + "\n")
+    expected = csvfile.Columns(["a", "b", "c", "d"], "label")
+    if target:
+        names, X, _ = csvfile.read_labelled_csv(path, "label", expected=expected)
+    else:
+        names, X = csvfile.read_csv(path, expected=expected)
+    assert names[:4] == ["a", "b", "c", "d"]
+    assert X.tolist() == [[values[n][k] for n in "abcd"] for k in range(3)]
+
+
+@pytest.mark.parametrize("header,message", [
+    ("a,c", r"missing \['b'\], unexpected \['c'\]"),
+    ("a,b,label", r"unexpected \['label'\] \('label' is the training target: pass --target "
+                  "label"),
+    ("a,a", r"missing \['b'\], unexpected \[\]"),
+    ("a,b,b", r"repeated column names \['b'\]"),
+])
+def test_columns_that_do_not_match_the_model_are_named(tmp_path, header, message):
+    path = tmp_path / "p.csv"
+    path.write_text(header + "\n" + ",".join(["1"] * len(header.split(","))) + "\n")
+    with pytest.raises(FileFormatError, match=message):
+        csvfile.read_csv(path, expected=csvfile.Columns(["a", "b"], "label"))
+
+
+def test_a_file_without_a_header_or_a_model_without_names_goes_by_position(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("1,2\n3,4\n")
+    assert csvfile.read_csv(path, expected=csvfile.Columns(["b", "a"]))[1].tolist() == [
+        [1, 2], [3, 4]]
+    path.write_text("b,a\n1,2\n")
+    assert csvfile.read_csv(path, expected=None)[1].tolist() == [[1, 2]]
+
+
+def test_a_repeated_target_name_is_ambiguous(tmp_path):
+    path = tmp_path / "dup.csv"
+    path.write_text("a,a,label\n1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError, match=r"'a' is ambiguous: .*indices \[0, 1\]"):
+        csvfile.read_labelled_csv(path, "a")
+    assert csvfile.read_labelled_csv(path, "1")[1].tolist() == [[1, 0], [3, 1]]
+
+
+def test_a_target_name_without_a_header_asks_for_an_index(tmp_path):
+    path = tmp_path / "n.csv"
+    path.write_text("1,2,0\n3,4,1\n")
+    with pytest.raises(ValueError, match="a file without a header has no column names; give "
+                       r"the target column's index \(0 to 2"):
+        csvfile.read_labelled_csv(path, "label", header=False)
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_another_delimiter_gets_a_hint(tmp_path, separator):
+    path = tmp_path / "s.csv"
+    path.write_text(separator.join("abc") + "\n" + separator.join("120") + "\n")
+    with pytest.raises(FileFormatError, match=re.escape(f"its cells hold {separator!r}")):
+        data.load_csv(path)
+    path.write_text("a\n1\n2\n")
+    with pytest.raises(FileFormatError, match=r"besides the target$"):
+        data.load_csv(path)
+
+
+@FAST
+@given(st.integers(1, 10 ** 9), st.integers(1, 8))
+def test_digit_separators_are_not_numbers(tmp_path, number, where):
+    """``1_000`` reads as 1000 in Python and NumPy; in a CSV it is a typo, not a number."""
+    digits = str(number)
+    cut = min(where, len(digits) - 1) or 1
+    cell = digits[:cut] + "_" + digits[cut:]
+    path = tmp_path / "u.csv"
+    path.write_text(f"a,b\n1,2\n3,{cell}\n")
+    with pytest.raises(FileFormatError, match=rf"line 3, column 2 \('b'\): '{cell}' is not a "
+                       "number"):
+        csvfile.read_csv(path)
+    assert not csvfile.is_number(cell)
+
+
+def test_an_npz_without_y_and_an_npy_named_npz(tmp_path):
+    np.savez(tmp_path / "x.npz", X=np.ones((3, 2)))
+    with pytest.raises(FileFormatError, match=r"has no array 'y': expected arrays \['X', 'y'\], "
+                       r"found \['X'\]"):
+        data.load_npz(tmp_path / "x.npz")
+    X, y = data.load_features(tmp_path / "x.npz")
+    assert X.shape == (3, 2) and y is None
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    (tmp_path / "a.npy").rename(tmp_path / "a.npz")
+    with pytest.raises(FileFormatError, match="is a single .npy array, not an .npz archive"):
+        data.load_npz(tmp_path / "a.npz")
+
+
+@pytest.mark.parametrize("name", ["UP.CSV", "Mixed.Csv", "d.NPZ"])
+def test_extensions_are_case_insensitive(tmp_path, name):
+    path = tmp_path / name
+    if name.lower().endswith(".npz"):
+        with open(path, "wb") as f:
+            np.savez(f, X=np.ones((4, 2)), y=np.array([0, 1, 0, 1]))
+    else:
+        path.write_text("a,b\n1,0\n2,1\n")
+    assert data.load_any(str(path)).X.shape[1] in (1, 2)
+
+
+# -- task guess and split ------------------------------------------------------------------
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.integers(-10 ** 6, 10 ** 6), min_size=1, max_size=80))
+def test_the_task_guess_wants_few_classes_with_several_rows_each(values):
+    y = np.array(values, dtype=np.float64)
+    n_distinct = len(set(values))
+    labels = n_distinct == 2 or (n_distinct <= 1000 and len(values) >= 2 * n_distinct)
+    assert data.guess_task(y) == ("classification" if labels else "regression")
+    assert data.guess_task(y + 0.5) == "regression"
+
+
+def test_a_class_a_stratified_split_cannot_share_is_named():
+    y = np.array([0] * 10 + [1])
+    X = np.zeros((11, 1))
+    with pytest.raises(data.SplitError, match=r"cannot put class 1 in both splits: its 1 "
+                       r"row\(s\) all go to the test split"):
+        data.train_test_split(X, y, test_size=0.6, stratify=True)
+    names = np.array(["cat"] * 10 + ["dog"] * 10)
+    with pytest.raises(data.SplitError, match="class 'cat' in both"):
+        data.train_test_split(X[:1].repeat(20, 0), y[:1].repeat(20), test_size=0.01,
+                              stratify=names)
+
+
+def test_values_too_large_for_the_dtype_are_named_by_row_and_column():
+    X = np.ones((5, 3))
+    X[3, 2] = 1e200
+    data.check_range(X, "float64", "'f.csv'")
+    with pytest.raises(ValueError, match=r"'f.csv': data row 4, feature column 3 \('c'\): "
+                       "1e\\+200 is too large for dtype=float32"):
+        data.check_range(X, "float32", "'f.csv'", ["a", "b", "c"])

@@ -232,3 +232,10 @@ def test_the_fingerprint_covers_every_fit_option_but_the_listed_ones():
 
     names = {f.name for f in dataclasses.fields(opts)}
     assert set(fingerprint["options"]) == names - set(checkpoints.UNFINGERPRINTED_OPTIONS)
+
+
+def test_a_checkpoint_past_the_epochs_says_so_and_what_to_do(tmp_path):
+    path = checkpointed(tmp_path, stop_after=3)
+    with pytest.raises(ValueError, match=r"is already at epoch 3, past epochs=2: to train on, "
+                       r"resume with epochs > 3"):
+        net().fit(X, Y, checkpoint=path, resume=True, **{**OPTIONS, "epochs": 2})
