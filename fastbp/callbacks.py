@@ -102,8 +102,8 @@ class Plateau:
 
 class EarlyStopping(Callback):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
-    epochs in a row; with ``restore_best`` the weights of the best epoch (by ``monitor``) are
-    put back at the end.
+    epochs in a row (``math.inf``: never); with ``restore_best`` the weights of the best epoch
+    (by ``monitor``) are put back at the end.
 
     ``mode`` 'min' / 'max' / 'auto' (min for names ending in 'loss'). ``on_plateau(run)``, if
     given, is asked first when patience runs out: returning True (it lowered the learning
@@ -113,7 +113,8 @@ class EarlyStopping(Callback):
     def __init__(self, monitor="val_loss", min_delta=0.0, patience=10, mode="auto",
                  restore_best=True, on_plateau=None):
         self.plateau = Plateau(monitor, min_delta, mode)
-        self.patience = checks.check_number(patience, "patience", low=1, integer=True)
+        self.patience = (math.inf if patience == math.inf
+                         else checks.check_number(patience, "patience", low=1, integer=True))
         self.restore_best = bool(restore_best)
         self.on_plateau = on_plateau
 

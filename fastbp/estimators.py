@@ -7,99 +7,109 @@ replaces ``from sklearn.neural_network import MLPClassifier``; they add fastbp's
 
 How scikit-learn's parameters map onto fit (``N_b`` the batch size):
 
+- parameters are validated by scikit-learn's ``_parameter_constraints`` (its MLP's, plus
+  fastbp's extras) when ``fit`` / ``partial_fit`` starts: a bad value is an
+  ``InvalidParameterError`` (a ValueError) naming the parameter;
 - ``solver``: 'adam' (``beta_1``, ``beta_2``, ``epsilon``), 'sgd' (``momentum`` > 0 with
   ``nesterovs_momentum`` -> Nesterov, else heavy-ball; ``learning_rate`` 'constant' /
   'invscaling' (``power_t``) / 'adaptive' -> :mod:`fastbp.schedules`), 'lbfgs' (full batch,
-  ``max_iter`` iterations);
+  at most ``max_iter`` iterations and ``max_fun`` cost evaluations, ``tol`` SciPy's ``gtol``,
+  a ConvergenceWarning when SciPy reports no convergence; ``early_stopping`` and
+  ``partial_fit`` are for the stochastic solvers only, as in scikit-learn);
 - ``alpha`` (scikit-learn's L2 term ``alpha/2 ||W||^2 / N_b``) -> ``weight_decay = alpha /
   (N_b * mean weight)``; ``batch_size='auto'`` -> ``min(200, N)``;
-- stopping: ``tol`` and ``n_iter_no_change`` on the training loss, or with ``early_stopping``
-  on the score of a ``validation_fraction`` held out (the best weights are kept) -- an
-  :class:`~fastbp.callbacks.EarlyStopping`; 'adaptive' divides the rate by 5 instead of
-  stopping, down to 1e-6;
+- stopping: ``tol`` and ``n_iter_no_change`` (``np.inf``: never) on the training loss, or
+  with ``early_stopping`` on the score of ``ceil(validation_fraction * N)`` rows held out
+  (scikit-learn's ``train_test_split`` count; at least 2; the score weighted by their
+  ``sample_weight``; the best weights are kept) -- an :class:`~fastbp.callbacks.EarlyStopping`;
+  'adaptive' divides the rate by 5 instead of stopping, down to 1e-6;
 - ``preprocess='auto'`` (fastbp's) standardises badly scaled features with the (weighted)
   training mean and std (:func:`fastbp.preprocess.choose_auto`); 'standardize', 'pca', 'zca'
   or None choose; ``coefs_`` and ``intercepts_`` are the weights on the raw features all the
   same (a standardisation is folded into the first layer).
 
-``fit`` starts from fresh weights unless ``warm_start``; ``partial_fit`` runs one epoch that
-continues the optimizer state (see :meth:`fastbp.MLP.partial_fit`). Pickling keeps the
-weights, the preprocessor and the hyper-parameters; the optimizer state of a partial_fit
-sequence is not pickled (a partial_fit after unpickling starts a new optimizer).
+``fit`` starts from fresh weights unless ``warm_start`` (then ``y`` must have the classes of
+the previous fit); ``partial_fit`` runs one epoch that continues the optimizer state (see
+:meth:`fastbp.MLP.partial_fit`). ``MLPRegressor``'s ``loss`` is 'squared_error'; 'poisson' is
+refused (not implemented yet). One known difference: with several regression outputs ``loss_``
+is fastbp's ``1/2 sum_k (y_k - yhat_k)^2`` averaged over the samples, where scikit-learn also
+averages over the ``K`` outputs (``K`` times smaller), so there ``alpha`` and ``tol`` weigh
+``K`` times less than in scikit-learn; one output is the same. Pickling keeps the weights, the
+preprocessor and the hyper-parameters; the optimizer state of a partial_fit sequence is not
+pickled (a partial_fit after unpickling starts a new optimizer).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
+from numbers import Real
 
 import numpy as np
 
 try:
-    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.utils.multiclass import check_classification_targets
     from scipy.sparse import issparse
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
+    from sklearn.neural_network import MLPRegressor as SklearnMLPRegressor
+    from sklearn.utils._param_validation import Interval, StrOptions
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import (check_classification_targets, type_of_target,
+                                          unique_labels)
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:  # pragma: no cover - exercised without scikit-learn
     raise ImportError(f"fastbp.MLPClassifier and MLPRegressor need scikit-learn ({exc}): "
                       f"pip install 'fastbp[sklearn]'") from None
 
 from .arrays import detached, exact_integers, host_array
+from .backend import Backend
 from .data import Standardizer
+from .fit_options import PRECISIONS
 from .labels import LabelCoder
 from .model import MLP, PREDICT_CHUNK
+from .preprocess import PREPROCESSORS
 from .schedules import Adaptive, make_schedule
 from .sparse import SparseRows
 from .weights import check_sample_weight
 
 #: scikit-learn's activation names -> fastbp's
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-SOLVERS = ("adam", "sgd", "lbfgs")
+#: the solvers that train in epochs of minibatches (early_stopping, partial_fit)
+STOCHASTIC_SOLVERS = ("adam", "sgd")
 #: integer feature dtypes the estimators pass to training unconverted where the model's dtype
 #: holds them exactly
 INTEGER_DTYPES = (np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)
-LEARNING_RATES = ("constant", "invscaling", "adaptive")
+#: scikit-learn parameter constraints of fastbp's own constructor parameters
+FASTBP_CONSTRAINTS = {
+    "backend": [str, Backend],
+    "dtype": [str, type, np.dtype],
+    "precision": [StrOptions(set(PRECISIONS))],
+    "dropout": [Interval(Real, 0, 1, closed="left")],
+    "preprocess": [StrOptions(set(PREPROCESSORS)), None],
+}
+
+
+def store_parameters(estimator, arguments: dict):
+    """Set every constructor argument (the ``locals()`` of an ``__init__``, but ``self``) as
+    the attribute of its name, unchanged: scikit-learn's convention."""
+    for name, value in arguments.items():
+        if name != "self":
+            setattr(estimator, name, value)
+
+
+def stochastic_solver(estimator) -> bool:
+    """``partial_fit``'s ``available_if`` check: True for 'sgd' and 'adam', else the
+    AttributeError scikit-learn raises."""
+    if estimator.solver not in STOCHASTIC_SOLVERS:
+        raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
+                             f"{estimator.solver} is not stochastic.")
+    return True
 
 
 class BaseMLP(BaseEstimator):
-    """What the classifier and the regressor share: parameters, the network, fit."""
-
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 backend="auto", dtype="float32", precision="highest", dropout=0.0,
-                 preprocess="auto"):
-        self.hidden_layer_sizes = hidden_layer_sizes
-        self.activation = activation
-        self.solver = solver
-        self.alpha = alpha
-        self.batch_size = batch_size
-        self.learning_rate = learning_rate
-        self.learning_rate_init = learning_rate_init
-        self.power_t = power_t
-        self.max_iter = max_iter
-        self.shuffle = shuffle
-        self.random_state = random_state
-        self.tol = tol
-        self.verbose = verbose
-        self.warm_start = warm_start
-        self.momentum = momentum
-        self.nesterovs_momentum = nesterovs_momentum
-        self.early_stopping = early_stopping
-        self.validation_fraction = validation_fraction
-        self.beta_1 = beta_1
-        self.beta_2 = beta_2
-        self.epsilon = epsilon
-        self.n_iter_no_change = n_iter_no_change
-        self.max_fun = max_fun
-        self.backend = backend
-        self.dtype = dtype
-        self.precision = precision
-        self.dropout = dropout
-        self.preprocess = preprocess
+    """What the classifier and the regressor share: the network, fit, the fitted
+    attributes. The subclasses' constructors take the parameters."""
 
     # -- the parts the subclasses define -------------------------------------------------
     def _encode_targets(self, y, first: bool, classes=None):
@@ -113,30 +123,35 @@ class BaseMLP(BaseEstimator):
 
     # -- validation ----------------------------------------------------------------------
     def _check_params(self):
+        """The hidden layer sizes as a list of ints, checked beyond their constraints (every
+        parameter's type and range is checked by ``_validate_params`` first)."""
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if np.isscalar(sizes) else list(sizes)
         if any(not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
             raise ValueError(f"hidden_layer_sizes must be positive integers, got "
                              f"{self.hidden_layer_sizes!r}")
-        for name, value, choices in (("activation", self.activation, ACTIVATIONS),
-                                     ("solver", self.solver, SOLVERS),
-                                     ("learning_rate", self.learning_rate, LEARNING_RATES)):
-            if value not in choices:
-                raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
-        if self.batch_size != "auto" and (not isinstance(self.batch_size, (int, np.integer))
-                                          or self.batch_size < 1):
-            raise ValueError(f"batch_size must be 'auto' or a positive integer, got "
-                             f"{self.batch_size!r}")
-        for name in ("max_iter", "n_iter_no_change", "max_fun"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 < self.validation_fraction < 1:
-            raise ValueError(f"validation_fraction must be in (0, 1), got "
-                             f"{self.validation_fraction!r}")
         return [int(s) for s in sizes]
 
+    @property
+    def _early_stopping_applies(self) -> bool:
+        """Whether a validation split steers training: ``early_stopping`` with a stochastic
+        solver (scikit-learn ignores it for 'lbfgs')."""
+        return bool(self.early_stopping) and self.solver in STOCHASTIC_SOLVERS
+
+    def _held_out(self, n) -> int:
+        """Rows early stopping holds out of ``n``: ``ceil(validation_fraction * n)``, as
+        scikit-learn's ``train_test_split``, at least 2 (scikit-learn's minimum); 0 when
+        early stopping does not apply."""
+        if not self._early_stopping_applies:
+            return 0
+        held_out = math.ceil(self.validation_fraction * n)
+        if held_out < 2:
+            raise ValueError("The validation set is too small. Increase "
+                             "'validation_fraction' or the size of your dataset.")
+        return held_out
+
     # -- fitting -------------------------------------------------------------------------
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y, sample_weight=None):
         """Train from fresh weights (or the current ones with ``warm_start``); returns self."""
         return self._fit(X, y, sample_weight, incremental=False)
@@ -156,25 +171,32 @@ class BaseMLP(BaseEstimator):
 
     def _fit(self, X, y, sample_weight, incremental, classes=None):
         hidden = self._check_params()
+        if incremental and self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True")
         first = not (incremental or self.warm_start) or not hasattr(self, "net_")
         X, y = validate_data(self, tensors_to_host(X), tensors_to_host(y), reset=first,
                              multi_output=True, accept_sparse="csr",
                              dtype=self._input_dtypes(), y_numeric=self._y_numeric)
         X = SparseRows(X) if issparse(X) else X
+        n_train = X.shape[0] - self._held_out(X.shape[0])
         targets = self._encode_targets(y, first, classes)
         weights = None if sample_weight is None else self._sample_weight(sample_weight, X)
         if first:
             self._new_network(X, hidden, weights)
-            self.loss_curve_, self.t_, self.n_iter_ = [], 0, 0
-            self.best_loss_ = np.inf
-            self.validation_scores_ = [] if self.early_stopping else None
-            self.best_validation_score_ = -np.inf if self.early_stopping else None
-        options = self._fit_options(X.shape[0], weights, incremental)
+            self._start_attributes()
+        options = self._fit_options(X.shape[0], n_train, weights, incremental)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             history = self.net_.fit(X, targets, sample_weight=weights, **options)
-        self._record(history, X.shape[0], incremental)
+        self._record(history, n_train, incremental)
         return self
+
+    def _start_attributes(self):
+        """The fitted attributes a first fit starts from (scikit-learn's ``_initialize``)."""
+        self.loss_curve_, self.t_, self.n_iter_ = [], 0, 0
+        self.best_loss_ = np.inf
+        self.validation_scores_ = [] if self._early_stopping_applies else None
+        self.best_validation_score_ = -np.inf if self._early_stopping_applies else None
 
     def _sample_weight(self, sample_weight, X):
         return check_sample_weight(sample_weight, X.shape[0])
@@ -195,13 +217,22 @@ class BaseMLP(BaseEstimator):
                         backend=self.backend, dtype=self.dtype, seed=self._seed(),
                         preprocess=self.preprocess)
 
-    def _batch_size(self, n):
+    def _batch_size(self, n_train):
+        """The minibatch size on ``n_train`` training rows (None for 'lbfgs'): 'auto' is
+        ``min(200, n_train)``; a larger one is clipped to ``n_train`` with scikit-learn's
+        warning."""
         if self.solver == "lbfgs":
             return None
-        return min(200, n) if self.batch_size == "auto" else min(int(self.batch_size), n)
+        if self.batch_size == "auto":
+            return min(200, n_train)
+        if self.batch_size > n_train:
+            warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
+                          "going to be clipped")
+        return min(int(self.batch_size), n_train)
 
-    def _fit_options(self, n, weights, incremental) -> dict:
-        batch = self._batch_size(n) or n
+    def _fit_options(self, n, n_train, weights, incremental) -> dict:
+        """fit's options for ``n`` rows of which ``n_train`` train (the rest are held out)."""
+        batch = self._batch_size(n_train) or n
         mean_weight = 1.0 if weights is None else float(weights.mean()) or 1.0
         options = dict(epochs=1 if incremental else self.max_iter, batch_size=batch,
                        weight_decay=self.alpha / (batch * mean_weight), shuffle=self.shuffle,
@@ -209,7 +240,8 @@ class BaseMLP(BaseEstimator):
                        precision=self.precision, continue_training=incremental,
                        lr=self.learning_rate_init, class_weight=self._class_weight_indices())
         if self.solver == "lbfgs":
-            options.update(optimizer="lbfgs", batch_size=None, weight_decay=self.alpha / n)
+            options.update(optimizer="lbfgs", batch_size=None, weight_decay=self.alpha / n,
+                           max_fun=self.max_fun, gtol=self.tol)
             return options
         if self.solver == "adam":
             options.update(optimizer="adam", beta1=self.beta_1, beta2=self.beta_2,
@@ -223,8 +255,9 @@ class BaseMLP(BaseEstimator):
         options["lr_schedule"] = schedule
         if not incremental:
             options["callbacks"] = [self._stopping(schedule)]
-            if self.early_stopping:
-                options["validation_split"] = self.validation_fraction
+        if n_train < n:
+            # fit holds out round(validation_split * n) rows: exactly n - n_train
+            options["validation_split"] = (n - n_train) / n
         return options
 
     def _schedule(self):
@@ -237,35 +270,49 @@ class BaseMLP(BaseEstimator):
     def _stopping(self, schedule):
         from .callbacks import EarlyStopping
 
-        monitor = "val_score" if self.early_stopping else "loss"
+        monitor = "val_score" if self._early_stopping_applies else "loss"
         lower = schedule.lower if isinstance(schedule, Adaptive) else None
         return EarlyStopping(monitor, min_delta=self.tol, patience=self.n_iter_no_change + 1,
-                             restore_best=self.early_stopping, on_plateau=lower)
+                             restore_best=self._early_stopping_applies, on_plateau=lower)
 
     def _class_weight_indices(self):
         return None
 
-    def _record(self, history, n, incremental):
-        """scikit-learn's fitted attributes from the History and the network."""
+    def _record(self, history, n_train, incremental):
+        """scikit-learn's fitted attributes from the History and the network; ``t_`` counts
+        the training rows stepped on (``n_train`` an epoch; none for 'lbfgs')."""
         self.loss_curve_ = list(self.loss_curve_) + [float(v) for v in history.train_loss]
         self.n_iter_ = (self.n_iter_ if incremental else 0) + len(history)
-        self.t_ += n * len(history)
-        self.loss_ = self.loss_curve_[-1]
-        if self.early_stopping and not incremental:
+        if self.solver in STOCHASTIC_SOLVERS:
+            self.t_ += n_train * len(history)
+        self.loss_ = history.solver_loss if self.solver == "lbfgs" else self.loss_curve_[-1]
+        if self._early_stopping_applies:
             self.validation_scores_ = [float(v) for v in history.val_score]
             self.best_validation_score_ = max(self.validation_scores_)
             self.best_loss_ = None
         else:
-            self.best_loss_ = min(self.best_loss_ or np.inf, min(self.loss_curve_))
-        if not incremental and not history.stopped_early and self.solver != "lbfgs" \
-                and len(history) == self.max_iter:
-            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
-                          f"and the optimization hasn't converged yet.", ConvergenceWarning)
+            self.best_loss_ = min(self.best_loss_ or np.inf, min(self.loss_curve_,
+                                                                 default=np.inf))
+        self._warn_unless_converged(history, incremental)
         self.coefs_, self.intercepts_ = raw_feature_weights(self.net_)
         self.n_layers_ = len(self.coefs_) + 1
         self.n_outputs_ = self.net_.sizes[-1]
         self.out_activation_ = {"softmax": "softmax", "sigmoid": "logistic"}.get(
             self.net_.output.name, "identity")
+
+    def _warn_unless_converged(self, history, incremental):
+        """scikit-learn's ConvergenceWarning: L-BFGS stopped by a limit (SciPy's status not
+        0), or a stochastic fit ran all ``max_iter`` epochs without stopping."""
+        if self.solver == "lbfgs":
+            if history.solver_status:
+                warnings.warn(f"lbfgs failed to converge after {len(history)} iteration(s) "
+                              f"(status={history.solver_status}):\n{history.solver_message}\n"
+                              f"\nIncrease the number of iterations (max_iter={self.max_iter})"
+                              f" or the number of function evaluations (max_fun="
+                              f"{self.max_fun}), or scale the data.", ConvergenceWarning)
+        elif not incremental and not history.stopped_early and len(history) == self.max_iter:
+            warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached "
+                          f"and the optimization hasn't converged yet.", ConvergenceWarning)
 
     # -- predicting ----------------------------------------------------------------------
     def _outputs(self, X):
@@ -327,6 +374,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     ``class_weight='balanced'`` or ``{label: weight}``."""
 
     _y_numeric = False
+    _parameter_constraints: dict = {
+        **SklearnMLPClassifier._parameter_constraints, **FASTBP_CONSTRAINTS,
+        "class_weight": [StrOptions({"balanced"}), dict, None]}
 
     def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
                  alpha=0.0001, batch_size="auto", learning_rate="constant",
@@ -336,17 +386,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                  beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
                  backend="auto", dtype="float32", precision="highest", dropout=0.0,
                  preprocess="auto", class_weight=None):
-        super().__init__(
-            hidden_layer_sizes, activation, solver=solver, alpha=alpha, batch_size=batch_size,
-            learning_rate=learning_rate, learning_rate_init=learning_rate_init,
-            power_t=power_t, max_iter=max_iter, shuffle=shuffle, random_state=random_state,
-            tol=tol, verbose=verbose, warm_start=warm_start, momentum=momentum,
-            nesterovs_momentum=nesterovs_momentum, early_stopping=early_stopping,
-            validation_fraction=validation_fraction, beta_1=beta_1, beta_2=beta_2,
-            epsilon=epsilon, n_iter_no_change=n_iter_no_change, max_fun=max_fun,
-            backend=backend, dtype=dtype, precision=precision, dropout=dropout,
-            preprocess=preprocess)
-        self.class_weight = class_weight
+        store_parameters(self, locals())
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -359,16 +399,31 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             y = column_or_1d(y, warn=True)
         if y.ndim == 1:
             check_classification_targets(y)
-        if first or not hasattr(self, "coder_"):
-            coder = LabelCoder()
-            coder.fit(y if classes is None else np.asarray(classes))
-            if classes is not None and y.ndim == 1:
-                coder.encode(y)  # every label must be one of the classes given
-            self.coder_, self.classes_ = coder, coder.classes
-        elif classes is not None and not np.array_equal(np.asarray(classes), self.classes_):
+        learn = first or not hasattr(self, "coder_")
+        coder = self._new_coder(y, classes) if learn else self._checked_coder(y, classes)
+        targets = coder.encode(y)  # every label must be one of the classes
+        self.coder_, self.classes_ = coder, coder.classes
+        return targets
+
+    @staticmethod
+    def _new_coder(y, classes):
+        """The classes of ``y``, or ``classes`` (partial_fit's) -- but a multi-label
+        indicator ``y`` always gives its own, the column indices, as in scikit-learn."""
+        multilabel = type_of_target(y).startswith("multilabel")
+        return LabelCoder().fit(y if classes is None or multilabel else np.asarray(classes))
+
+    def _checked_coder(self, y, classes):
+        """The coder of the previous fit, if ``classes`` are the same and, with
+        ``warm_start``, ``y`` has exactly its classes (scikit-learn's rule)."""
+        if classes is not None and not np.array_equal(np.asarray(classes), self.classes_):
             raise ValueError(f"classes={list(classes)} is not the same as the classes of the "
                              f"first partial_fit, {self.classes_.tolist()}")
-        return self.coder_.encode(y)
+        labels = unique_labels(y) if self.warm_start else self.classes_
+        if set(labels.tolist()) != set(self.classes_.tolist()):
+            raise ValueError(f"warm_start can only be used where `y` has the same classes as "
+                             f"in the previous call to fit. Previously got {self.classes_}, "
+                             f"`y` has {labels}")
+        return self.coder_
 
     def _output(self):
         return self.coder_.output
@@ -390,12 +445,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                              f"{self.classes_.tolist()}")
         return {index[label]: weight for label, weight in cw.items()}
 
-    def partial_fit(self, X, y, classes=None, sample_weight=None):
+    @available_if(stochastic_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over ``(X, y)`` continuing the optimizer state; ``classes`` (every label
-        there will be) is needed on the first call."""
-        if self.solver == "lbfgs":
-            raise AttributeError("partial_fit is only available for stochastic optimizers; "
-                                 "solver='lbfgs' is not one")
+        there will be) is needed on the first call (a multi-label ``y`` gives its own)."""
         if not hasattr(self, "coder_") and classes is None:
             raise ValueError("classes must be passed on the first call to partial_fit")
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
@@ -417,10 +471,30 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, BaseMLP):
-    """scikit-learn's ``MLPRegressor`` on fastbp: identity outputs and squared error, one or
-    several outputs."""
+    """scikit-learn's ``MLPRegressor`` on fastbp: identity outputs and squared error
+    (``loss='squared_error'``; 'poisson' is not implemented yet), one or several outputs."""
 
     _y_numeric = True
+    _parameter_constraints: dict = {**SklearnMLPRegressor._parameter_constraints,
+                                    **FASTBP_CONSTRAINTS}
+
+    def __init__(self, loss="squared_error", hidden_layer_sizes=(100,), activation="relu", *,
+                 solver="adam", alpha=0.0001, batch_size="auto", learning_rate="constant",
+                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
+                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
+                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
+                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
+                 backend="auto", dtype="float32", precision="highest", dropout=0.0,
+                 preprocess="auto"):
+        store_parameters(self, locals())
+
+    def _check_params(self):
+        """The checks of every estimator, and ``loss`` one fastbp implements."""
+        hidden = super()._check_params()
+        if self.loss != "squared_error":
+            raise ValueError(f"loss={self.loss!r} is not implemented by fastbp yet; "
+                             f"MLPRegressor trains loss='squared_error'")
+        return hidden
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -440,11 +514,10 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     def _n_outputs(self):
         return self.n_targets_
 
+    @available_if(stochastic_solver)
+    @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over ``(X, y)`` continuing the optimizer state."""
-        if self.solver == "lbfgs":
-            raise AttributeError("partial_fit is only available for stochastic optimizers; "
-                                 "solver='lbfgs' is not one")
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict(self, X):

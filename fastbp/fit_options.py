@@ -50,6 +50,8 @@ class FitOptions:
     beta2: float = 0.999
     epsilon: float = 1e-8
     continue_training: bool = False
+    max_fun: int | None = None  # L-BFGS: most cost evaluations (None: SciPy's 15000)
+    gtol: float | None = None  # L-BFGS: projected-gradient tolerance (None: SciPy's 1e-5)
 
 
 def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum=0.9,
@@ -57,7 +59,8 @@ def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum
                   validation_split=0.0,
                   early_stopping=None, shuffle=True, verbose=1, callbacks=None,
                   precision="highest", class_weight=None, lr_schedule="constant", metrics=None,
-                  beta1=0.9, beta2=0.999, epsilon=1e-8, continue_training=False) -> FitOptions:
+                  beta1=0.9, beta2=0.999, epsilon=1e-8, continue_training=False,
+                  max_fun=None, gtol=None) -> FitOptions:
     """Validate every option of :func:`~fastbp.train.fit` (``validation_data`` is checked
     with the data)."""
     number = checks.check_number
@@ -86,7 +89,9 @@ def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum
         beta1=number(beta1, "beta1", low=0, high=1, high_open=True),
         beta2=number(beta2, "beta2", low=0, high=1, high_open=True),
         epsilon=number(epsilon, "epsilon", low=0, low_open=True),
-        continue_training=bool(continue_training))
+        continue_training=bool(continue_training),
+        max_fun=number(max_fun, "max_fun", low=1, integer=True, allow_none=True),
+        gtol=number(gtol, "gtol", low=0, allow_none=True))
     if validation_data is not None and options.validation_split:
         raise ValueError("give validation_data or validation_split, not both")
     has_validation = validation_data is not None or options.validation_split > 0

@@ -19,6 +19,11 @@ class History:
     metrics: dict = field(default_factory=dict)  # "val_<metric>" -> one value per epoch
     best_epoch: int | None = None
     stopped_early: bool = False
+    #: L-BFGS: SciPy's exit status (0: converged), its message and the cost ``J`` it ended
+    #: at (also when it stopped before a first iteration); None for the minibatch loop
+    solver_status: int | None = None
+    solver_message: str | None = None
+    solver_loss: float | None = None
 
     @property
     def val_accuracy(self) -> list:

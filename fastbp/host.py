@@ -28,25 +28,38 @@ def class_indices(outputs):
     return np.asarray(outputs).argmax(axis=1)
 
 
-def accuracy(outputs, targets, task: str) -> float:
+def accuracy(outputs, targets, task: str, weights=None) -> float:
     """Fraction of samples predicted right: argmax for classes, every output thresholded at
-    0.5 for binary / multi-label targets (subset accuracy)."""
+    0.5 for binary / multi-label targets (subset accuracy); with ``weights`` ``w_i`` (N,)
+    the weighted fraction ``sum_i w_i [right_i] / sum_i w_i`` (scikit-learn's
+    ``accuracy_score``)."""
     if task == "binary":
-        return float(((outputs > 0.5) == (targets > 0.5)).all(axis=1).mean())
-    return float((class_indices(outputs) == class_indices(targets)).mean())
+        right = ((outputs > 0.5) == (targets > 0.5)).all(axis=1)
+    else:
+        right = class_indices(outputs) == class_indices(targets)
+    return float(np.average(right, weights=weights))
 
 
-def r2_score(outputs, targets) -> float:
-    """Coefficient of determination ``1 - SS_res / SS_tot``, averaged over the outputs."""
-    ss_res = ((targets - outputs) ** 2).sum(axis=0)
-    ss_tot = ((targets - targets.mean(axis=0)) ** 2).sum(axis=0)
-    ratio = np.divide(ss_res, ss_tot, out=np.zeros_like(ss_res), where=ss_tot > 0)
-    return float((1.0 - ratio).mean())
+def r2_score(outputs, targets, weights=None) -> float:
+    """Coefficient of determination ``1 - SS_res / SS_tot`` of each output, averaged over the
+    outputs, as scikit-learn's ``r2_score``: ``SS_res = sum_i w_i (y_i - yhat_i)^2`` and
+    ``SS_tot = sum_i w_i (y_i - ybar)^2`` with ``ybar = sum_i w_i y_i / sum_i w_i`` (``w_i``
+    = 1 without ``weights``); an output whose targets are constant (``SS_tot = 0``) scores 1
+    if it is predicted exactly, else 0 (scikit-learn's ``force_finite``)."""
+    w = np.ones(targets.shape[0]) if weights is None else np.asarray(weights, np.float64)
+    w = w.reshape(-1, 1)
+    ss_res = (w * (targets - outputs) ** 2).sum(axis=0)
+    ss_tot = (w * (targets - np.average(targets, axis=0, weights=w[:, 0])) ** 2).sum(axis=0)
+    exact = np.where(ss_res == 0, 1.0, 0.0)
+    ratio = np.divide(ss_res, ss_tot, out=np.ones_like(ss_res), where=ss_tot > 0)
+    return float(np.where(ss_tot > 0, 1.0 - ratio, exact).mean())
 
 
-def score(outputs, targets, task: str) -> float:
-    """Accuracy for classifiers, R^2 for regression."""
-    return r2_score(outputs, targets) if task == "regression" else accuracy(outputs, targets, task)
+def score(outputs, targets, task: str, weights=None) -> float:
+    """Accuracy for classifiers, R^2 for regression (weighted by ``weights`` (N,) if given)."""
+    if task == "regression":
+        return r2_score(outputs, targets, weights)
+    return accuracy(outputs, targets, task, weights)
 
 
 def dtype_name(dtype) -> str:

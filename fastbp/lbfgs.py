@@ -60,7 +60,7 @@ def cost_and_gradient(net, X_dev, Y_dev, weight_decay, weights=None):
 
 
 def lbfgs_minimize(net, X_dev, Y_dev, weight_decay=0.0, max_iter=100, callback=None,
-                   weights=None):
+                   weights=None, max_fun=None, gtol=None):
     """Minimise the full-batch cost ``J(theta)`` of ``net`` by L-BFGS-B; returns SciPy's
     ``OptimizeResult`` (``fun``: the final J, ``nit``: iterations, ``message``).
 
@@ -68,13 +68,16 @@ def lbfgs_minimize(net, X_dev, Y_dev, weight_decay=0.0, max_iter=100, callback=N
     backend. The best ``theta`` is written into ``net`` at the end. ``callback(iteration,
     logs)``, with ``logs = {"loss": J}``, runs after each iteration; returning True stops.
     ``weights``: host per-sample weights (N, 1) of the loss (:mod:`fastbp.weights`).
+    At most ``max_iter`` iterations and ``max_fun`` evaluations of ``J``; converged when
+    ``max_k |proj g_k| <= gtol`` (SciPy's ``maxfun`` and ``gtol``; None: SciPy's defaults).
     """
     minimize = require_scipy_minimize()
     weight_decay = checks.check_number(weight_decay, "weight_decay", low=0)
     max_iter = checks.check_number(max_iter, "max_iter", low=1, integer=True)
+    limits = {"maxiter": max_iter, "maxfun": max_fun, "gtol": gtol}
     result = minimize(cost_and_gradient(net, X_dev, Y_dev, weight_decay, weights),
                       flatten_params(net).astype(np.float64), jac=True, method="L-BFGS-B",
-                      options={"maxiter": max_iter},
+                      options={k: v for k, v in limits.items() if v is not None},
                       callback=None if callback is None else iteration_callback(callback))
     unflatten_params(net, result.x)
     return result
@@ -106,9 +109,13 @@ class LbfgsTrainer(Trainer):
         self.callbacks = self.make_callbacks()
         for cb in self.callbacks:
             cb.on_train_begin(self)
-        lbfgs_minimize(self.net, self.X, self.Y, self.opts.weight_decay,
-                       max_iter=self.opts.epochs, callback=self.iteration,
-                       weights=self.weights)
+        opts = self.opts
+        result = lbfgs_minimize(self.net, self.X, self.Y, opts.weight_decay,
+                                max_iter=opts.epochs, callback=self.iteration,
+                                weights=self.weights, max_fun=opts.max_fun, gtol=opts.gtol)
+        history = self.history
+        history.solver_status, history.solver_message, history.solver_loss = (
+            int(result.status), str(result.message), float(result.fun))
         if self.best is not None:
             self.backend.copy(self.best, self.net.params)
         return self.history

@@ -29,17 +29,20 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     Options (all validated before the model is touched): ``epochs=50``, ``batch_size=32``
     (``None`` for full batch), ``lr=0.001``,
     ``optimizer='adam'|'sgd'|'momentum'|'nesterov'|'lbfgs'`` (default adam)
-    (L-BFGS: full batch, ``epochs`` iterations, SciPy's driver; see :mod:`fastbp.lbfgs`),
+    (L-BFGS: full batch, at most ``epochs`` iterations and ``max_fun`` cost evaluations,
+    converged when the projected gradient is below ``gtol`` -- SciPy's defaults 15000 and
+    1e-5 when None; see :mod:`fastbp.lbfgs`),
     ``momentum=0.9``, ``weight_decay=0.0`` (L2, biases excluded), ``dropout=0.0`` (inverted
     dropout on hidden units), ``input_noise=0.0`` (std of Gaussian noise added to each
     training batch's inputs), ``validation_data=(X_val, y_val)`` or ``validation_split``
-    (a seeded random fraction held out), ``early_stopping=None`` (patience in epochs on the
-    validation loss; the best weights are restored), ``shuffle=True``, ``verbose=1`` (0 silent,
-    1 progress bar and a line per epoch, 2 lines only), ``callbacks`` (``f(epoch, logs)``;
-    returning True stops training), ``precision='highest'|'tf32'|'bf16'`` (TF32 tensor-core
-    GEMMs for float32 on the cupy backend; bf16: GEMMs on bf16 inputs, float32 accumulation,
-    float32 weights, optimizer state and loss, see :mod:`fastbp.backends.mixed`; float32 stays
-    exact by default).
+    (a seeded random fraction held out: ``round(validation_split * N)`` rows, whose
+    ``sample_weight`` weighs the validation score), ``early_stopping=None`` (patience in
+    epochs on the validation loss; the best weights are restored), ``shuffle=True``,
+    ``verbose=1`` (0 silent, 1 progress bar and a line per epoch, 2 lines only),
+    ``callbacks`` (``f(epoch, logs)``; returning True stops training),
+    ``precision='highest'|'tf32'|'bf16'`` (TF32 tensor-core GEMMs for float32 on the cupy
+    backend; bf16: GEMMs on bf16 inputs, float32 accumulation, float32 weights, optimizer
+    state and loss, see :mod:`fastbp.backends.mixed`; float32 stays exact by default).
 
     scikit-learn's and Keras' training features: ``sample_weight`` (one weight per row of
     ``X``) and ``class_weight='balanced'|{class: weight}`` weight the loss
@@ -110,7 +113,7 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
                   and preprocess.standardizes_batches(net.preprocessor, X, net.dtype))
     if net.preprocessor is not None:
         X, val = (X if on_batches else preprocessed(net.preprocessor, X)), val and (
-            preprocessed(net.preprocessor, val[0]), val[1])
+            preprocessed(net.preprocessor, val[0]), *val[1:])
     if opts.optimizer == "lbfgs" and is_row_source(X):
         raise ValueError("optimizer='lbfgs' is full-batch and needs dense X; sparse input "
                          "trains with the minibatch optimizers")
@@ -174,18 +177,20 @@ def preprocessed(preprocessor, X):
 
 
 def split_data(net, X, Y, sample_weight, validation, validation_split, order=None):
-    """``(X_train, Y_train, their sample_weight or None, (X_val, Y_val) or None, split order
-    or None)``: ``validation`` if given, else a random ``validation_split`` held out by the
+    """``(X_train, Y_train, their sample_weight or None, (X_val, Y_val, their sample_weight
+    or None) or None, split order or None)``: ``validation`` if given, else a random
+    ``validation_split`` held out -- ``round(validation_split * N)`` rows -- by the
     permutation ``order`` (drawn from the model's generator unless a resumed checkpoint gives
     it)."""
     if validation is not None or not validation_split:
-        return X, Y, sample_weight, validation, None
+        return X, Y, sample_weight, validation and (*validation, None), None
     n_val = int(round(validation_split * X.shape[0]))
     if n_val < 1 or n_val >= X.shape[0]:
         raise ValueError(f"validation_split={validation_split} leaves {n_val} validation and "
                          f"{X.shape[0] - n_val} training samples of {X.shape[0]}; both need one")
     order = net.rng.permutation(X.shape[0]) if order is None else order
     val_idx, train_idx = order[:n_val], order[n_val:]
-    kept_weights = None if sample_weight is None else sample_weight[train_idx]
-    return (take(X, train_idx), Y[train_idx], kept_weights,
-            (as_model_dtype(net, take(X, val_idx)), Y[val_idx]), order)
+    weights = (None, None) if sample_weight is None else (sample_weight[train_idx],
+                                                           sample_weight[val_idx])
+    return (take(X, train_idx), Y[train_idx], weights[0],
+            (as_model_dtype(net, take(X, val_idx)), Y[val_idx], weights[1]), order)

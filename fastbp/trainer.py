@@ -46,7 +46,7 @@ class TrainingState:
 class Trainer:
     """One call of :func:`~fastbp.train.fit`: device data, buffers, optimizer and the epoch
     loop; also the ``run`` that callbacks see (``net``, ``history``, ``lr``, ``keep_best``,
-    ...)."""
+    ...). ``val`` is ``(X_val, Y_val, their sample weights (N_val,) or None)`` or None."""
 
     def __init__(self, net, opts: FitOptions, X, Y, val, weights=None, standardizer=None):
         self.net, self.opts = net, opts
@@ -370,14 +370,16 @@ class Trainer:
                      for name, width in zip(("X", "Y", "weights"), widths))
 
     def validate(self) -> dict:
-        """Validation loss and score (accuracy, or R^2 for regression), if there is a set."""
+        """Validation loss and score (accuracy, or R^2 for regression; weighted by the
+        validation rows' sample weights where they have them), if there is a set."""
         if not self.val:
             return {}
-        X_val, Y_val = self.val
+        X_val, Y_val, val_weights = self.val
         loss_sum, outputs = self.evaluate(X_val, Y_val)
         val_loss = loss_sum / X_val.shape[0] + self.net.penalty(self.opts.weight_decay)
         task = self.net.task
-        logs = {"val_loss": val_loss, "val_score": host.score(outputs, Y_val, task)}
+        logs = {"val_loss": val_loss,
+                "val_score": host.score(outputs, Y_val, task, val_weights)}
         for name, metric in make_metrics(self.opts.metrics).items():
             logs[f"val_{name}"] = metric(outputs, Y_val, task)
         return logs

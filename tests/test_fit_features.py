@@ -269,3 +269,33 @@ def test_weights_schedules_and_nesterov_agree_on_every_backend(backend_name):
         results.append((model.get_flat_params(), history.train_loss))
     np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-9)
+
+
+def test_lbfgs_limits_and_its_exit_status_in_the_history():
+    X, y = blobs()
+    limited = net().fit(X, y, optimizer="lbfgs", epochs=500, max_fun=3, verbose=0)
+    assert len(limited) <= 3 and limited.solver_status == 1
+    assert "EVALUATIONS" in limited.solver_message
+    loose = net().fit(X, y, optimizer="lbfgs", epochs=500, gtol=1e3, verbose=0)
+    assert len(loose) == 0 and loose.solver_status == 0 and math.isfinite(loose.solver_loss)
+    with pytest.raises(ValueError, match="max_fun"):
+        net().fit(X, y, optimizer="lbfgs", max_fun=0, verbose=0)
+
+
+def test_validation_split_keeps_the_held_out_weights_for_the_score():
+    from fastbp.train import split_data
+
+    X, y = blobs()
+    model = net()
+    Y = model.targets(y, len(X), "y")
+    w = np.arange(len(X), dtype=float)
+    X_tr, _, w_tr, (X_val, _, w_val), order = split_data(model, X, Y, w, None, 0.25)
+    assert len(X_val) == len(w_val) == 30 and len(w_tr) == len(X_tr) == 90
+    np.testing.assert_array_equal(w_val, w[order[:30]])
+    np.testing.assert_array_equal(X_val, X[order[:30]])
+
+
+def test_early_stopping_patience_may_be_infinite():
+    X, y = blobs()
+    stop = EarlyStopping("loss", min_delta=1e9, patience=math.inf, restore_best=False)
+    assert len(net().fit(X, y, epochs=12, callbacks=[stop], verbose=0)) == 12
