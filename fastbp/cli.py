@@ -245,9 +245,8 @@ def run_train(args):
     check_train_flags(args)
     say = (lambda *a: None) if args.quiet or launcher_rank() else print
     ds = data.load_any(args.data, args.target, args.header)
-    source = "from --task" if args.task else "guessed from the target column; --task overrides"
     ds.task = args.task or ds.task
-    say(f"task: {ds.task} ({source})")
+    say(f"task: {ds.task} ({task_source(args)})")
     data.check_range(ds.X, args.dtype, repr(args.data), ds.feature_names)
     classes = code_labels(ds)
     if classes:
@@ -273,6 +272,15 @@ def run_train(args):
     if args.plot:
         history.plot(args.plot)
         say(f"wrote training curves to {args.plot}")
+
+
+def task_source(args) -> str:
+    """Where the task came from: --task, the bundled set, or a guess from the target."""
+    if args.task:
+        return "from --task"
+    if args.data in data.BUNDLED:
+        return f"the bundled {args.data} set's; --task overrides"
+    return "guessed from the target column; --task overrides"
 
 
 def build_network(args, ds, classes):

@@ -55,8 +55,7 @@ try:
     from sklearn.neural_network import MLPRegressor as SklearnMLPRegressor
     from sklearn.utils._param_validation import Interval, StrOptions
     from sklearn.utils.metaestimators import available_if
-    from sklearn.utils.multiclass import (check_classification_targets, type_of_target,
-                                          unique_labels)
+    from sklearn.utils.multiclass import check_classification_targets, unique_labels
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
 except ImportError as exc:  # pragma: no cover - exercised without scikit-learn
     raise ImportError(f"fastbp.MLPClassifier and MLPRegressor need scikit-learn ({exc}): "
@@ -409,7 +408,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _new_coder(y, classes):
         """The classes of ``y``, or ``classes`` (partial_fit's) -- but a multi-label
         indicator ``y`` always gives its own, the column indices, as in scikit-learn."""
-        multilabel = type_of_target(y).startswith("multilabel")
+        multilabel = y.ndim == 2  # an indicator matrix: LabelCoder refuses any other 2-D y
         return LabelCoder().fit(y if classes is None or multilabel else np.asarray(classes))
 
     def _checked_coder(self, y, classes):
