@@ -8,6 +8,7 @@ accumulates on the device and is read once at the end of the epoch.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -68,7 +69,11 @@ class Trainer:
         self.loss_acc = be.zeros((1,), net.dtype)
         self.buffers = net.fit_buffers
         self.buffers.start_fit()
+        #: the weights at the start of this epoch, and at the start of the one before, which
+        #: its finite loss vouched for (see :meth:`restore_last_good`)
         self.last_good = self.buffers.get("last_good", (net.n_params,), net.dtype)
+        self.vouched = self.buffers.get("vouched", (net.n_params,), net.dtype)
+        self.epochs_started = 0
         self.best = None
         self.history = History()
         self.clock = be.step_clock()
@@ -218,7 +223,9 @@ class Trainer:
         """One pass over the training set (or its rest, when resuming mid-epoch)."""
         be, net, opts = self.backend, self.net, self.opts
         start = time.perf_counter()
+        be.copy(self.last_good if self.epochs_started else net.params, self.vouched)
         be.copy(net.params, self.last_good)
+        self.epochs_started += 1
         self.set_loss_so_far(position.loss_so_far)
         if position.mid_epoch:
             order = position.order
@@ -249,11 +256,19 @@ class Trainer:
         """Raise FloatingPointError if ``value`` is NaN or inf, restoring the weights of the
         last finite epoch."""
         if value != value or abs(value) == float("inf"):
-            self.backend.copy(self.last_good, self.net.params)
+            self.restore_last_good()
             raise FloatingPointError(
                 f"training diverged in epoch {epoch}: the {what} became {value}; the weights "
                 f"of the last finite epoch were restored. Try a smaller lr (now "
                 f"{self.lr}).")
+
+    def restore_last_good(self):
+        """Put back the weights this epoch started from -- unless their own loss on the last
+        batch is not finite either (the previous epoch's last update, which no loss had seen,
+        was the one that diverged): then those the previous epoch started from."""
+        self.backend.copy(self.last_good, self.net.params)
+        if self.current is not None and not math.isfinite(self.loss_after_last_update()):
+            self.backend.copy(self.vouched, self.net.params)
 
     def loss_after_last_update(self) -> float:
         """``sum_i L_i`` over the last batch at the weights its update produced: the one update

@@ -25,7 +25,7 @@ def test_a_second_fit_of_the_same_shapes_reuses_every_buffer():
     net = fastbp.MLP([5, 8, 3], backend="numpy", seed=0)
     net.fit(X, Y, **SHUFFLED, early_stopping=3, validation_split=0.2)
     first = kept_ids(net)
-    assert {name for name, _, _ in first} == {"last_good", "best", "noise", "X", "Y"}
+    assert {name for name, _, _ in first} == {"last_good", "vouched", "best", "noise", "X", "Y"}
     net.fit(X, Y, **SHUFFLED, early_stopping=3, validation_split=0.2)
     assert kept_ids(net) == first
 

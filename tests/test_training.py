@@ -153,6 +153,22 @@ def test_divergence_raises_and_keeps_last_finite_weights():
     assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.get_weights())
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("epochs", [1, 3, 5])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_weights_restored_after_divergence_still_predict(epochs, optimizer):
+    """An epoch's last update is seen by no loss of that epoch: when it is the one that
+    diverges, the weights the next epoch started from are finite but useless, and the
+    restore goes one epoch further back."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(40, 4))
+    y = (X[:, 0] > 0).astype(int)
+    net = fastbp.MLP([4, 5, 2], backend="numpy", seed=0)
+    with pytest.raises(FloatingPointError, match="diverged"):
+        net.fit(X, y, epochs=epochs, batch_size=None, lr=1e38, optimizer=optimizer, verbose=0)
+    assert np.isfinite(net.predict_proba(X)).all()
+
+
 def test_full_batch_and_stochastic_batches():
     ds = load("iris")
     for batch_size in (None, 1):
