@@ -30,20 +30,24 @@ How scikit-learn's parameters map onto fit (``N_b`` the batch size):
 
 ``fit`` starts from fresh weights unless ``warm_start`` (then ``y`` must have the classes of
 the previous fit); ``partial_fit`` runs one epoch that continues the optimizer state (see
-:meth:`fastbp.MLP.partial_fit`). ``MLPRegressor``'s ``loss`` is 'squared_error'; 'poisson' is
-refused (not implemented yet). One known difference: with several regression outputs ``loss_``
-is fastbp's ``1/2 sum_k (y_k - yhat_k)^2`` averaged over the samples, where scikit-learn also
-averages over the ``K`` outputs (``K`` times smaller), so there ``alpha`` and ``tol`` weigh
-``K`` times less than in scikit-learn; one output is the same. Pickling keeps the weights, the
-preprocessor and the hyper-parameters; the optimizer state of a partial_fit sequence is not
-pickled (a partial_fit after unpickling starts a new optimizer).
+:meth:`fastbp.MLP.partial_fit`). As in scikit-learn, ``loss_curve_``, ``validation_scores_``,
+``t_``, the bests and the stopping count (:mod:`fastbp.estimator_stopping`) go on over warm
+starts and partial_fit calls and ``n_iter_`` counts the last call's epochs; ``verbose``
+prints scikit-learn's lines ('lbfgs': fastbp's); outputs are float32 where the training and
+the predicted ``X`` are, else float64; one class is fitted (and always predicted;
+``predict_proba`` has two columns). ``MLPRegressor``'s ``loss`` is 'squared_error'; 'poisson'
+is refused (not implemented yet). One known difference: with several regression outputs
+``loss_`` is fastbp's ``1/2 sum_k (y_k - yhat_k)^2`` averaged over the samples, where
+scikit-learn also averages over the ``K`` outputs (``K`` times smaller), so there ``alpha``
+and ``tol`` weigh ``K`` times less than in scikit-learn; one output is the same. Pickling
+keeps the weights, the preprocessor and the hyper-parameters, not the optimizer state of a
+partial_fit sequence (a partial_fit after unpickling starts a new optimizer).
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from numbers import Real
 
 import numpy as np
 
@@ -53,7 +57,7 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
     from sklearn.neural_network import MLPRegressor as SklearnMLPRegressor
-    from sklearn.utils._param_validation import Interval, StrOptions
+    from sklearn.utils._param_validation import StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, unique_labels
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
@@ -61,49 +65,17 @@ except ImportError as exc:  # pragma: no cover - exercised without scikit-learn
     raise ImportError(f"fastbp.MLPClassifier and MLPRegressor need scikit-learn ({exc}): "
                       f"pip install 'fastbp[sklearn]'") from None
 
-from .arrays import detached, exact_integers, host_array
-from .backend import Backend
+from .arrays import exact_integers
 from .data import Standardizer
-from .fit_options import PRECISIONS
+from .estimator_params import (ACTIVATIONS, FASTBP_CONSTRAINTS, INTEGER_DTYPES,
+                               STOCHASTIC_SOLVERS, float_dtype_of, stochastic_solver,
+                               store_parameters, tensors_to_host)
+from .estimator_stopping import ScikitLearnStopping
 from .labels import LabelCoder
 from .model import MLP, PREDICT_CHUNK
-from .preprocess import PREPROCESSORS
-from .schedules import Adaptive, make_schedule
+from .schedules import make_schedule
 from .sparse import SparseRows
 from .weights import check_sample_weight
-
-#: scikit-learn's activation names -> fastbp's
-ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-#: the solvers that train in epochs of minibatches (early_stopping, partial_fit)
-STOCHASTIC_SOLVERS = ("adam", "sgd")
-#: integer feature dtypes the estimators pass to training unconverted where the model's dtype
-#: holds them exactly
-INTEGER_DTYPES = (np.bool_, np.uint8, np.int8, np.uint16, np.int16, np.uint32, np.int32)
-#: scikit-learn parameter constraints of fastbp's own constructor parameters
-FASTBP_CONSTRAINTS = {
-    "backend": [str, Backend],
-    "dtype": [str, type, np.dtype],
-    "precision": [StrOptions(set(PRECISIONS))],
-    "dropout": [Interval(Real, 0, 1, closed="left")],
-    "preprocess": [StrOptions(set(PREPROCESSORS)), None],
-}
-
-
-def store_parameters(estimator, arguments: dict):
-    """Set every constructor argument (the ``locals()`` of an ``__init__``, but ``self``) as
-    the attribute of its name, unchanged: scikit-learn's convention."""
-    for name, value in arguments.items():
-        if name != "self":
-            setattr(estimator, name, value)
-
-
-def stochastic_solver(estimator) -> bool:
-    """``partial_fit``'s ``available_if`` check: True for 'sgd' and 'adam', else the
-    AttributeError scikit-learn raises."""
-    if estimator.solver not in STOCHASTIC_SOLVERS:
-        raise AttributeError(f"partial_fit is only available for stochastic optimizers. "
-                             f"{estimator.solver} is not stochastic.")
-    return True
 
 
 class BaseMLP(BaseEstimator):
@@ -173,7 +145,8 @@ class BaseMLP(BaseEstimator):
         if incremental and self.early_stopping:
             raise ValueError("partial_fit does not support early_stopping=True")
         first = not (incremental or self.warm_start) or not hasattr(self, "net_")
-        X, y = validate_data(self, tensors_to_host(X), tensors_to_host(y), reset=first,
+        raw_X = X = tensors_to_host(X)
+        X, y = validate_data(self, X, tensors_to_host(y), reset=first,
                              multi_output=True, accept_sparse="csr",
                              dtype=self._input_dtypes(), y_numeric=self._y_numeric)
         X = SparseRows(X) if issparse(X) else X
@@ -182,20 +155,24 @@ class BaseMLP(BaseEstimator):
         weights = None if sample_weight is None else self._sample_weight(sample_weight, X)
         if first:
             self._new_network(X, hidden, weights)
-            self._start_attributes()
+            self._start_attributes(raw_X)
         options = self._fit_options(X.shape[0], n_train, weights, incremental)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             history = self.net_.fit(X, targets, sample_weight=weights, **options)
-        self._record(history, n_train, incremental)
+        stopping = options.get("callbacks", [None])[0]  # scikit-learn's rule; not for lbfgs
+        self._record(history, n_train, incremental, stopping)
         return self
 
-    def _start_attributes(self):
-        """The fitted attributes a first fit starts from (scikit-learn's ``_initialize``)."""
+    def _start_attributes(self, X):
+        """The fitted attributes a first fit starts from (scikit-learn's ``_initialize``),
+        and the float dtype of its ``X``, that scikit-learn's weights take."""
         self.loss_curve_, self.t_, self.n_iter_ = [], 0, 0
         self.best_loss_ = np.inf
         self.validation_scores_ = [] if self._early_stopping_applies else None
         self.best_validation_score_ = -np.inf if self._early_stopping_applies else None
+        self._no_improvement_count = 0
+        self._fit_float_dtype = float_dtype_of(X)
 
     def _sample_weight(self, sample_weight, X):
         return check_sample_weight(sample_weight, X.shape[0])
@@ -235,7 +212,8 @@ class BaseMLP(BaseEstimator):
         mean_weight = 1.0 if weights is None else float(weights.mean()) or 1.0
         options = dict(epochs=1 if incremental else self.max_iter, batch_size=batch,
                        weight_decay=self.alpha / (batch * mean_weight), shuffle=self.shuffle,
-                       verbose=2 if self.verbose else 0, dropout=self.dropout,
+                       verbose=2 if self.verbose and self.solver == "lbfgs" else 0,
+                       dropout=self.dropout,
                        precision=self.precision, continue_training=incremental,
                        lr=self.learning_rate_init, class_weight=self._class_weight_indices())
         if self.solver == "lbfgs":
@@ -251,9 +229,7 @@ class BaseMLP(BaseEstimator):
                 "nesterov" if self.nesterovs_momentum else "momentum")
             options.update(optimizer=kind, momentum=self.momentum or 0.0)
             schedule = self._schedule()
-        options["lr_schedule"] = schedule
-        if not incremental:
-            options["callbacks"] = [self._stopping(schedule)]
+        options.update(lr_schedule=schedule, callbacks=[self._stopping(schedule)])
         if n_train < n:
             # fit holds out round(validation_split * n) rows: exactly n - n_train
             options["validation_split"] = (n - n_train) / n
@@ -267,26 +243,31 @@ class BaseMLP(BaseEstimator):
         return make_schedule(self.learning_rate)
 
     def _stopping(self, schedule):
-        from .callbacks import EarlyStopping
-
-        monitor = "val_score" if self._early_stopping_applies else "loss"
-        lower = schedule.lower if isinstance(schedule, Adaptive) else None
-        return EarlyStopping(monitor, min_delta=self.tol, patience=self.n_iter_no_change + 1,
-                             restore_best=self._early_stopping_applies, on_plateau=lower)
+        """scikit-learn's stopping rule (and verbose lines), continuing the count and the
+        best of the previous fits (``partial_fit``, ``warm_start``)."""
+        early = self._early_stopping_applies
+        best = self.best_validation_score_ if early else self.best_loss_
+        return ScikitLearnStopping(early, self.tol, self.n_iter_no_change, schedule,
+                                   verbose=bool(self.verbose), best=best,
+                                   count=getattr(self, "_no_improvement_count", 0))
 
     def _class_weight_indices(self):
         return None
 
-    def _record(self, history, n_train, incremental):
-        """scikit-learn's fitted attributes from the History and the network; ``t_`` counts
-        the training rows stepped on (``n_train`` an epoch; none for 'lbfgs')."""
+    def _record(self, history, n_train, incremental, stopping):
+        """scikit-learn's fitted attributes from the History and the network, continued over
+        warm starts and partial_fit calls as scikit-learn's (``loss_curve_``,
+        ``validation_scores_`` and the bests; ``n_iter_`` counts this call's epochs); ``t_``
+        counts the training rows stepped on (``n_train`` an epoch; none for 'lbfgs')."""
         self.loss_curve_ = list(self.loss_curve_) + [float(v) for v in history.train_loss]
-        self.n_iter_ = (self.n_iter_ if incremental else 0) + len(history)
+        self.n_iter_ = len(history)
         if self.solver in STOCHASTIC_SOLVERS:
             self.t_ += n_train * len(history)
+            self._no_improvement_count = stopping.count
         self.loss_ = history.solver_loss if self.solver == "lbfgs" else self.loss_curve_[-1]
         if self._early_stopping_applies:
-            self.validation_scores_ = [float(v) for v in history.val_score]
+            self.validation_scores_ = list(self.validation_scores_ or []) + [
+                float(v) for v in history.val_score]
             self.best_validation_score_ = max(self.validation_scores_)
             self.best_loss_ = None
         else:
@@ -315,12 +296,16 @@ class BaseMLP(BaseEstimator):
 
     # -- predicting ----------------------------------------------------------------------
     def _outputs(self, X):
-        X = validate_data(self, tensors_to_host(X), reset=False, accept_sparse="csr",
-                          dtype=self._input_dtypes())
+        """The network's outputs on ``X`` in scikit-learn's dtype: float32 where ``X`` and
+        the training ``X`` are float32, else float64 (its weights take the training ``X``'s
+        float dtype, and the product the wider of the two)."""
+        X = tensors_to_host(X)
+        dtype = np.result_type(getattr(self, "_fit_float_dtype", np.float64), float_dtype_of(X))
+        X = validate_data(self, X, reset=False, accept_sparse="csr", dtype=self._input_dtypes())
         if not issparse(X):
-            return self.net_.forward(X).astype(np.float64)
+            return self.net_.forward(X).astype(dtype)
         return np.concatenate([self.net_.forward(X[lo:lo + PREDICT_CHUNK].toarray())
-                               for lo in range(0, X.shape[0], PREDICT_CHUNK)]).astype(np.float64)
+                               for lo in range(0, X.shape[0], PREDICT_CHUNK)]).astype(dtype)
 
     # -- pickling: the network as config + weights, never its backend ----------------------
     def __getstate__(self):
@@ -339,15 +324,6 @@ class BaseMLP(BaseEstimator):
             self.net_.set_weights(weights)
             self.net_.preprocessor = preprocessor
             self.net_.auto_decided = True
-
-
-def tensors_to_host(x):
-    """A tensor or other DLPack array (PyTorch, JAX, CuPy) as a host NumPy array, through
-    fastbp's one converter (detached, copied once where it is on a device); anything else as
-    given, for scikit-learn's own validation (which keeps a DataFrame's feature names)."""
-    if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray):
-        return host_array(detached(x), "X")
-    return x
 
 
 def raw_feature_weights(net):
@@ -407,9 +383,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     @staticmethod
     def _new_coder(y, classes):
         """The classes of ``y``, or ``classes`` (partial_fit's) -- but a multi-label
-        indicator ``y`` always gives its own, the column indices, as in scikit-learn."""
+        indicator ``y`` always gives its own, the column indices, as in scikit-learn. One
+        class is fitted, as scikit-learn's (it is every prediction)."""
         multilabel = y.ndim == 2  # an indicator matrix: LabelCoder refuses any other 2-D y
-        return LabelCoder().fit(y if classes is None or multilabel else np.asarray(classes))
+        labels = y if classes is None or multilabel else np.asarray(classes)
+        return LabelCoder().fit(labels, min_classes=1)
 
     def _checked_coder(self, y, classes):
         """The coder of the previous fit, if ``classes`` are the same and, with

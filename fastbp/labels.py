@@ -4,7 +4,9 @@
 booleans, pandas categoricals (their values) -- or of a 0/1 indicator matrix, and the kind of
 target that makes:
 
-- ``binary`` (two classes): one sigmoid output, target ``[y == classes[1]]``;
+- ``binary`` (two classes): one sigmoid output, target ``[y == classes[1]]``; one class, where
+  ``min_classes=1`` lets it (scikit-learn's estimators fit it), is binary too: target 0,
+  and it is always the prediction;
 - ``multiclass`` (three or more): a softmax over ``K`` outputs, target the class index;
 - ``multilabel`` (an ``(N, K)`` 0/1 indicator matrix, several labels per sample): ``K`` sigmoid
   outputs, the matrix itself.
@@ -44,7 +46,8 @@ class LabelCoder:
     def __init__(self, classes=None, kind=None):
         self.classes, self.kind = classes, kind
 
-    def fit(self, y, name="y"):
+    def fit(self, y, name="y", min_classes=2):
+        """Learn the classes of ``y``; fewer than ``min_classes`` (2, or 1) is a ValueError."""
         arr = as_label_array(y, name)
         if arr.ndim == 2:
             if not is_indicator(arr):
@@ -57,11 +60,11 @@ class LabelCoder:
         except TypeError:
             raise TypeError(f"{name} mixes label types that cannot be sorted, such as "
                             f"{sorted({type(v).__name__ for v in arr.tolist()})}") from None
-        if len(classes) < 2:
+        if len(classes) < min_classes:
             raise ValueError(f"{name} has {len(classes)} class ({classes.tolist()}); a "
-                             f"classifier needs at least 2 classes")
+                             f"classifier needs at least {min_classes} classes")
         self.classes = classes
-        self.kind = "binary" if len(classes) == 2 else "multiclass"
+        self.kind = "binary" if len(classes) <= 2 else "multiclass"
         return self
 
     @property
@@ -118,8 +121,9 @@ class LabelCoder:
         multi-label every output above 0.5."""
         if self.kind == "multilabel":
             return (outputs > 0.5).astype(np.int64)
-        if self.kind == "binary":
-            return self.classes[(outputs[:, 0] > 0.5).astype(np.int64)]
+        if self.kind == "binary":  # a single class is every prediction
+            positive = (outputs[:, 0] > 0.5).astype(np.int64)
+            return self.classes[np.minimum(positive, len(self.classes) - 1)]
         return self.classes[outputs.argmax(axis=1)]
 
     def __repr__(self):

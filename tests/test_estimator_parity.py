@@ -3,6 +3,7 @@ the behaviour: parameters, early stopping, L-BFGS limits, partial_fit, warm star
 
 import inspect
 import math
+import re
 import warnings
 
 import numpy as np
@@ -167,3 +168,97 @@ def test_batch_size_above_the_sample_count_is_clipped_with_a_warning():
     with pytest.warns(UserWarning, match="It is going to be clipped"):
         est = MLPClassifier(**FAST, batch_size=100).fit(X, y)
     assert est.t_ == 40 * est.n_iter_
+
+
+def fitted_pair(Estimator, Sklearn, X_fit, targets, **params):
+    """fastbp's and scikit-learn's estimator fitted alike on ``(X_fit, targets)``."""
+    common = dict(hidden_layer_sizes=(4,), random_state=0, **{"max_iter": 3, **params})
+    return (Estimator(**common, backend="numpy").fit(X_fit, targets),
+            Sklearn(**common).fit(X_fit, targets))
+
+
+@pytest.mark.parametrize("fit_dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("predict_dtype", [np.float32, np.float64, np.int64])
+def test_outputs_have_scikit_learns_float_dtype(fit_dtype, predict_dtype):
+    """float32 where the training and the predicted X are float32, else float64."""
+    X_predict = (X * 3).astype(predict_dtype)
+    for ours, theirs in [fitted_pair(MLPClassifier, sk.MLPClassifier, X.astype(fit_dtype), y),
+                         fitted_pair(MLPRegressor, sk.MLPRegressor, X.astype(fit_dtype), X)]:
+        methods = (["predict_proba", "predict_log_proba"] if hasattr(ours, "predict_proba")
+                   else ["predict"])
+        for method in methods:
+            expected = getattr(theirs, method)(X_predict).dtype
+            assert getattr(ours, method)(X_predict).dtype == expected, method
+
+
+@pytest.mark.parametrize("label", [5, "only"])
+def test_a_single_class_is_fitted_and_predicted_as_scikit_learns(label):
+    labels = np.array([label] * 40, dtype=object if isinstance(label, str) else None)
+    ours, theirs = fitted_pair(MLPClassifier, sk.MLPClassifier, X, labels)
+    assert ours.classes_.tolist() == theirs.classes_.tolist() == [label]
+    assert ours.predict(X).tolist() == theirs.predict(X).tolist()
+    assert ours.predict_proba(X).shape == theirs.predict_proba(X).shape == (40, 2)
+    assert (ours.out_activation_, ours.n_outputs_) == (theirs.out_activation_, 1)
+    assert ours.score(X, labels) == 1.0
+    partial = MLPClassifier(**FAST).partial_fit(X, labels, classes=[label])
+    assert partial.predict(X[:3]).tolist() == [label] * 3
+
+
+def test_partial_fit_counts_this_calls_epoch_as_scikit_learns():
+    ours, theirs = MLPClassifier(**FAST), sk.MLPClassifier(hidden_layer_sizes=(4,))
+    for _ in range(3):
+        ours.partial_fit(X, y, classes=[0, 1])
+        theirs.partial_fit(X, y, classes=[0, 1])
+        assert ours.n_iter_ == theirs.n_iter_ == 1
+        assert ours.t_ == theirs.t_ and len(ours.loss_curve_) == len(theirs.loss_curve_)
+        assert ours.best_loss_ == min(ours.loss_curve_)
+
+
+def test_partial_fit_continues_the_adaptive_rates_plateau_count_as_scikit_learns():
+    """A tol nothing meets: every n_iter_no_change + 1 calls the rate is divided by 5."""
+    params = dict(hidden_layer_sizes=(4,), solver="sgd", learning_rate="adaptive", tol=1e9,
+                  n_iter_no_change=2, random_state=0)
+    ours, theirs = MLPClassifier(**params, backend="numpy"), sk.MLPClassifier(**params)
+    for _ in range(7):
+        ours.partial_fit(X, y, classes=[0, 1])
+        theirs.partial_fit(X, y, classes=[0, 1])
+        assert ours.net_.training_state.optimizer.lr == pytest.approx(
+            theirs._optimizer.learning_rate)
+    assert ours.net_.training_state.optimizer.lr == pytest.approx(0.001 / 25)
+
+
+@pytest.mark.parametrize("early_stopping", [False, True])
+def test_warm_starts_continue_scores_bests_and_the_stopping_count(early_stopping):
+    """With a tol nothing meets, the first fit stops after n_iter_no_change + 2 epochs; a
+    warm refit continues the count, so stops after one, and appends its scores."""
+    params = dict(tol=1e9, n_iter_no_change=2, warm_start=True, early_stopping=early_stopping)
+    ours, theirs = fitted_pair(MLPClassifier, sk.MLPClassifier, X, y, **params,
+                               max_iter=20)
+    assert ours.n_iter_ == theirs.n_iter_ == 4
+    ours.fit(X, y)
+    theirs.fit(X, y)
+    assert ours.n_iter_ == theirs.n_iter_ == 1
+    assert len(ours.loss_curve_) == len(theirs.loss_curve_) == 5
+    if early_stopping:
+        assert len(ours.validation_scores_) == len(theirs.validation_scores_) == 5
+        assert ours.best_validation_score_ == max(ours.validation_scores_)
+        assert ours.best_loss_ is None is theirs.best_loss_
+    else:
+        assert ours.best_loss_ == min(ours.loss_curve_) and theirs.validation_scores_ is None
+
+
+@pytest.mark.parametrize("params", [
+    dict(max_iter=4, early_stopping=True),
+    dict(tol=10, n_iter_no_change=2),
+    dict(tol=10, n_iter_no_change=2, early_stopping=True),
+    dict(tol=10, n_iter_no_change=2, solver="sgd", learning_rate="adaptive")])
+def test_verbose_prints_scikit_learns_lines(capsys, params):
+    """The same lines, the numbers aside (the weights differ)."""
+    def printed(Estimator, **backend):
+        Estimator(hidden_layer_sizes=(4,), random_state=0, verbose=True,
+                  **{"max_iter": 40, **params, **backend}).fit(X, y)
+        return re.sub(r"\d+\.\d+", "#", capsys.readouterr().out)
+
+    ours = printed(MLPClassifier, backend="numpy")
+    assert ours == printed(sk.MLPClassifier)
+    assert ours.startswith("Iteration 1, loss = #\n")

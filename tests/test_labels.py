@@ -12,6 +12,8 @@ from fastbp.labels import LabelCoder, class_index
 from fastbp.weights import class_weights, row_weights
 
 labels = st.one_of(st.text(min_size=1, max_size=4), st.integers(-1000, 1000))
+#: characters a NumPy string array keeps (it drops trailing NULs: np.array(['\x00']) is '')
+NUMPY_CHARACTERS = st.characters(exclude_characters="\x00")
 
 
 @settings(max_examples=60, deadline=None)
@@ -117,8 +119,9 @@ def test_column_moments_equal_numpys_in_chunks(n, d, offset, chunk, weighted):
 
 
 @settings(max_examples=80, deadline=None)
-@given(st.lists(st.text(min_size=1, max_size=4), min_size=2, max_size=6, unique=True),
-       st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=10))
+@given(st.lists(st.text(NUMPY_CHARACTERS, min_size=1, max_size=4), min_size=2, max_size=6,
+                unique=True),
+       st.lists(st.text(NUMPY_CHARACTERS, min_size=1, max_size=8), min_size=1, max_size=10))
 def test_class_index_matches_whole_names_only(classes, labels):
     """A label is its class only when equal in full: no truncation to the classes' width."""
     classes = sorted(classes)
@@ -153,3 +156,16 @@ def test_class_index_compares_numbers_as_numbers(classes, labels):
 def test_a_label_of_the_other_type_is_named(labels, classes, message):
     with pytest.raises(ValueError, match=message):
         class_index(np.array(labels), classes, "the --target column")
+
+
+def test_one_class_where_min_classes_lets_it():
+    """The estimators' case (scikit-learn's): target 0, always the prediction, [1-p, p]."""
+    y = np.array(["only"] * 4)
+    coder = LabelCoder().fit(y, min_classes=1)
+    assert coder.kind == "binary" and coder.n_outputs == 1
+    assert coder.encode(y).tolist() == [0.0] * 4
+    outputs = np.array([[0.2], [0.9]])
+    assert coder.decode(outputs).tolist() == ["only", "only"]
+    assert coder.probabilities(outputs).shape == (2, 2)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        LabelCoder().fit(y)
