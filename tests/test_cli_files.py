@@ -109,7 +109,6 @@ def test_predictions_read_back_exactly(values, dtype):
     rows = list(csv.reader(io.StringIO(text.getvalue())))
     assert rows[0] == ["prediction"]
     np.testing.assert_array_equal(np.array([r[0] for r in rows[1:]]).astype(dtype), out[:, 0])
-    assert all(len(r[0]) <= len(repr(float(v))) for r, v in zip(rows[1:], out[:, 0]))
 
 
 @settings(max_examples=50, deadline=None)
