@@ -307,24 +307,6 @@ class BaseMLP(BaseEstimator):
         return np.concatenate([self.net_.forward(X[lo:lo + PREDICT_CHUNK].toarray())
                                for lo in range(0, X.shape[0], PREDICT_CHUNK)]).astype(dtype)
 
-    # -- pickling: the network as config + weights, never its backend ----------------------
-    def __getstate__(self):
-        state = dict(self.__dict__)
-        net = state.pop("net_", None)
-        if net is not None:
-            state["net_state_"] = (net.config, net.get_weights(), net.preprocessor)
-        return state
-
-    def __setstate__(self, state):
-        net_state = state.pop("net_state_", None)
-        self.__dict__.update(state)
-        if net_state is not None:
-            config, weights, preprocessor = net_state
-            self.net_ = MLP(**config, backend=self.backend)
-            self.net_.set_weights(weights)
-            self.net_.preprocessor = preprocessor
-            self.net_.auto_decided = True
-
 
 def raw_feature_weights(net):
     """``(coefs_, intercepts_)`` of the network as a function of the raw features: a fitted

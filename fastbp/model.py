@@ -473,7 +473,16 @@ class MLP:
         twin = MLP(**config, backend=backend or self.backend)
         twin.set_weights(self.get_weights())
         twin.preprocessor = self.preprocessor
+        twin.auto_decided = self.auto_decided
         return twin
+
+    @exclusive
+    def __reduce__(self):
+        """Pickle (and ``copy.deepcopy``) as host data, optimizer state included
+        (:mod:`fastbp.pickling`)."""
+        from .pickling import model_state, restore_model
+
+        return restore_model, (model_state(self),)
 
     def __repr__(self):
         acts = ",".join(layer.name for layer in self.layers[:-1])

@@ -51,6 +51,21 @@ class SGD:
         for name in self.state_scalars:
             setattr(self, name, scalars[name])
 
+    def __getstate__(self):
+        """Pickled without its backend and with its state vectors on the host; :meth:`bind`
+        puts them back on a device."""
+        state = {key: value for key, value in self.__dict__.items() if key != "backend"}
+        state.update({name: self.backend.to_numpy(getattr(self, name)).copy()
+                      for name in self.state_arrays})
+        return state
+
+    def bind(self, backend):
+        """After unpickling: the state vectors onto ``backend``, which the steps then use."""
+        self.backend = backend
+        for name in self.state_arrays:
+            host = getattr(self, name)
+            setattr(self, name, backend.asarray(host, host.dtype))
+
 
 class Momentum(SGD):
     """Classical (heavy-ball) momentum."""

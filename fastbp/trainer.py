@@ -43,6 +43,12 @@ class TrainingState:
     epochs_done: int = 0
     samples_seen: int = 0
 
+    def bind(self, backend):
+        """After unpickling (:mod:`fastbp.pickling`): the optimizer's host state onto
+        ``backend``, which the key then names."""
+        self.optimizer.bind(backend)
+        self.key = self.key[:-1] + (backend.name,)
+
 
 class Trainer:
     """One call of :func:`~fastbp.train.fit`: device data, buffers, optimizer and the epoch
@@ -87,7 +93,8 @@ class Trainer:
                               opts.momentum, opts.beta1, opts.beta2, opts.epsilon)
 
     def state_key(self) -> tuple:
-        """What must match for a fit to continue the previous one's optimizer."""
+        """What must match for a fit to continue the previous one's optimizer (the backend's
+        name last, where :meth:`TrainingState.bind` renames it)."""
         net, opts = self.net, self.opts
         return (opts.optimizer, opts.momentum, opts.beta1, opts.beta2, opts.epsilon, opts.lr,
                 net.n_params, net.dtype, net.backend.name)

@@ -131,6 +131,18 @@ def test_clone_pickle_and_joblib_round_trips(tmp_path, digits):
     np.testing.assert_array_equal(loaded.predict(X_test), clf.predict(X_test))
 
 
+def test_an_unpickled_estimator_continues_its_optimizer(digits):
+    """As scikit-learn's: Adam's moments are pickled, so partial_fit goes on the same."""
+    X_train, _, y_train, _ = digits
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0).fit(
+        X_train, y_train)
+    again = pickle.loads(pickle.dumps(clf))
+    for model in (clf, again):
+        model.partial_fit(X_train, y_train)
+    np.testing.assert_array_equal(again.coefs_[0], clf.coefs_[0])
+    assert again.t_ == clf.t_ and again.loss_curve_ == clf.loss_curve_
+
+
 def test_sample_weight_equals_repeated_rows():
     X, y = make_classification(60, 5, random_state=1)
     w = np.random.default_rng(0).integers(0, 4, size=60)
