@@ -4,7 +4,10 @@ A callback receives the run (the :class:`~fastbp.trainer.Trainer`): ``run.net`` 
 ``run.history``, ``run.lr`` (read it, or assign it to change the learning rate from the next
 step on), ``run.initial_lr``, ``run.epochs_done``, ``run.samples_seen`` and
 ``run.keep_best(epoch)`` (remember the current weights; they are restored when training ends).
-``on_epoch_end`` returning True stops training after that epoch.
+``on_epoch_end`` returning True stops training after that epoch. A callback that counts
+across epochs says what it counts in ``state()`` (JSON numbers) and takes it back in
+``load_state(state)``: a checkpoint saves it, so that a resumed run stops, or lowers the rate,
+where the uninterrupted run would have.
 
 A plain function ``f(epoch, logs)`` is a callback too (:class:`FunctionCallback`); ``logs``
 holds ``loss``, ``seconds``, ``lr`` and, with a validation set, ``val_loss``, ``val_score``
@@ -27,6 +30,13 @@ class Callback:
     def on_epoch_end(self, epoch, logs, run) -> bool:
         """After epoch ``epoch`` (1-based, counted over continued fits); True stops."""
         return False
+
+    def state(self) -> dict:
+        """What a checkpoint saves of this callback, as JSON numbers (none: ``{}``)."""
+        return {}
+
+    def load_state(self, state: dict):
+        """Take back what :meth:`state` gave, on resuming (after :meth:`on_train_begin`)."""
 
 
 class FunctionCallback(Callback):
@@ -99,8 +109,30 @@ class Plateau:
     def best_value(self) -> float:
         return self.sign * self.best
 
+    def state(self) -> dict:
+        return {"best": None if math.isinf(self.best) else self.best, "wait": self.wait}
 
-class EarlyStopping(Callback):
+    def load_state(self, state: dict):
+        best = state.get("best")
+        self.best = math.inf if best is None else float(best)
+        self.wait = int(state.get("wait", 0))
+
+
+class WatchesPlateau(Callback):
+    """A callback steered by a :class:`Plateau` (``self.plateau``): counted afresh at every
+    fit, and saved in checkpoints."""
+
+    def on_train_begin(self, run):
+        self.plateau.reset()
+
+    def state(self) -> dict:
+        return self.plateau.state()
+
+    def load_state(self, state: dict):
+        self.plateau.load_state(state)
+
+
+class EarlyStopping(WatchesPlateau):
     """Stop when ``monitor`` has not improved by more than ``min_delta`` for ``patience``
     epochs in a row (``math.inf``: never); with ``restore_best`` the weights of the best epoch
     (by ``monitor``) are put back at the end.
@@ -117,9 +149,6 @@ class EarlyStopping(Callback):
                          else checks.check_number(patience, "patience", low=1, integer=True))
         self.restore_best = bool(restore_best)
         self.on_plateau = on_plateau
-
-    def on_train_begin(self, run):
-        self.plateau.reset()
 
     def on_epoch_end(self, epoch, logs, run) -> bool:
         if self.plateau.update(logs) and self.restore_best:

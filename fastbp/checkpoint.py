@@ -9,6 +9,9 @@ so a run resumed from it ends bit-identical to one that was never interrupted:
   validation split (so a resumed run holds out the same rows, even with ``seed=None``);
 - the epoch and, for a mid-epoch checkpoint, that epoch's shuffle order, the next row and the
   loss summed so far;
+- the learning rate of the coming steps (a plateau schedule may have lowered it) and the
+  counts of the callbacks that keep any (:meth:`~fastbp.callbacks.Callback.state`: early
+  stopping's best value and patience used, a plateau schedule's);
 - the history, the model config, and the run's :func:`fingerprint`.
 
 Resume continues the same run, or refuses: the fingerprint (a digest of the training and
@@ -40,7 +43,10 @@ from .files import FileFormatError, atomic_savez, read_savez
 from .history import History
 
 FORMAT = "fastbp-checkpoint"
-VERSION = 2
+VERSION = 3
+#: versions this fastbp resumes (2 lacks the learning rate and the callbacks' counts, which
+#: then start afresh)
+READABLE_VERSIONS = (2, 3)
 #: fit options that do not change the steps already taken (a resumed run may change them)
 UNFINGERPRINTED_OPTIONS = ("epochs", "verbose", "callbacks")
 #: fit options a resume may override when asked to, and how it asks
@@ -79,6 +85,10 @@ class Saved:
     history: dict
     best: np.ndarray | None
     split_order: np.ndarray | None
+    #: the learning rate to go on with (None: this fit's, as a version-2 file or new_lr)
+    lr: float | None = None
+    #: ``[{"kind": class name, "state": {...}}, ...]``, one per callback of the saved run
+    callback_states: list = dataclasses.field(default_factory=list)
 
 
 def check_resume(resume):
@@ -147,6 +157,8 @@ def save(path, trainer, position: Position):
         "rng_state": net.rng.bit_generator.state, "epoch": position.epoch,
         "next_row": position.next_row, "loss_so_far": position.loss_so_far,
         "history": trainer.history.as_dict(), "fingerprint": trainer.fingerprint,
+        "lr": trainer.lr, "callbacks": [{"kind": type(cb).__name__, "state": cb.state()}
+                                        for cb in trainer.callbacks],
     }
     atomic_savez(path, arrays, meta)
 
@@ -167,7 +179,11 @@ def read(path, net, opts, run_fingerprint, n_rows, resume=True) -> Saved | None:
         check_shapes(path, shapes, shapes_needed)
 
     meta, arrays = read_savez(path, "fastbp checkpoint", validate)
-    return parse(path, meta, arrays, net, opts, n_rows)
+    saved = parse(path, meta, arrays, net, opts, n_rows)
+    if meta["version"] >= 3:
+        saved.lr = None if resume == OVERRIDES["lr"] else check_lr(path, meta.get("lr"))
+        saved.callback_states = check_callback_states(path, meta.get("callbacks"))
+    return saved
 
 
 def expected_shapes(net, opts, n_rows) -> dict:
@@ -191,9 +207,10 @@ def check_header(path, meta):
     if meta.get("format") != FORMAT:
         raise FileFormatError(f"{path!r} is not a fastbp checkpoint (format "
                               f"{meta.get('format')!r})")
-    if meta.get("version") != VERSION:
+    if meta.get("version") not in READABLE_VERSIONS:
         raise FileFormatError(f"checkpoint {path!r} has format version {meta.get('version')!r},"
-                              f" this fastbp reads version {VERSION}: start the run afresh")
+                              f" this fastbp reads versions {list(READABLE_VERSIONS)}: start "
+                              "the run afresh")
     for key in ("config", "history", "rng_state", "fingerprint", "optimizer_scalars"):
         if not isinstance(meta.get(key), dict):
             raise FileFormatError(f"checkpoint {path!r}: {key!r} must be a JSON object")
@@ -323,6 +340,27 @@ def check_rng_state(path, state, rng) -> dict:
     return state
 
 
+def check_lr(path, lr) -> float:
+    if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr)
+            and lr > 0):
+        raise FileFormatError(f"checkpoint {path!r}: lr must be a number > 0, got {lr!r}")
+    return lr
+
+
+def check_callback_states(path, states) -> list:
+    """A list of ``{"kind": name, "state": {name: number or None}}``."""
+    def is_entry(entry):
+        return (isinstance(entry, dict) and set(entry) == {"kind", "state"}
+                and isinstance(entry["kind"], str) and isinstance(entry["state"], dict)
+                and all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+                        for v in entry["state"].values()))
+
+    if not (isinstance(states, list) and all(map(is_entry, states))):
+        raise FileFormatError(f"checkpoint {path!r}: callbacks must be a list of "
+                              f"{{'kind': name, 'state': {{name: number}}}}, got {states!r}")
+    return states
+
+
 def check_history(path, history, epochs) -> dict:
     """The saved history: the fields of :class:`~fastbp.history.History`, one entry per epoch."""
     fields = {f.name for f in dataclasses.fields(History)}
@@ -346,6 +384,22 @@ def restore(saved: Saved, trainer) -> Position:
     if saved.best is not None:
         trainer.best = net.backend.asarray(saved.best, net.dtype)
     return saved.position
+
+
+def restore_callbacks(saved: Saved, trainer):
+    """After the callbacks' ``on_train_begin``: the saved learning rate and each callback's
+    counts. A resumed run may bring other callbacks: the ``i``-th callback of a kind takes
+    the state of the saved run's ``i``-th of that kind, and one without a match starts
+    afresh."""
+    if saved.lr is not None:
+        trainer.lr = saved.lr
+    by_kind = {}
+    for entry in saved.callback_states:
+        by_kind.setdefault(entry["kind"], []).append(entry["state"])
+    for cb in trainer.callbacks:
+        states = by_kind.get(type(cb).__name__)
+        if states:
+            cb.load_state(states.pop(0))
 
 
 @contextmanager

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 
 from . import checks
-from .callbacks import Callback, Plateau
+from .callbacks import Callback, Plateau, WatchesPlateau
 
 
 class Schedule(Callback):
@@ -121,7 +121,7 @@ class Cosine(Schedule):
         return f"Cosine(period={self.period}, min_lr={self.min_lr})"
 
 
-class ReduceOnPlateau(Schedule):
+class ReduceOnPlateau(WatchesPlateau, Schedule):
     """``lr *= factor`` when ``monitor`` stalls for ``patience`` epochs (not below
     ``min_lr``)."""
 
@@ -132,9 +132,6 @@ class ReduceOnPlateau(Schedule):
                                           high_open=True)
         self.patience = checks.check_number(patience, "patience", low=1, integer=True)
         self.min_lr = checks.check_number(min_lr, "min_lr", low=0)
-
-    def on_train_begin(self, run):
-        self.plateau.reset()
 
     def on_epoch_end(self, epoch, logs, run) -> bool:
         self.plateau.update(logs)

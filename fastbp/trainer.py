@@ -180,6 +180,8 @@ class Trainer:
         self.callbacks = self.make_callbacks()
         for cb in self.callbacks:
             cb.on_train_begin(self)
+        if saved is not None:
+            checkpoints.restore_callbacks(saved, self)
         net.set_dropout(opts.dropout)
         precision = self.backend.precision
         self.backend.set_precision(opts.precision)

@@ -239,3 +239,75 @@ def test_a_checkpoint_past_the_epochs_says_so_and_what_to_do(tmp_path):
     with pytest.raises(ValueError, match=r"is already at epoch 3, past epochs=2: to train on, "
                        r"resume with epochs > 3"):
         net().fit(X, Y, checkpoint=path, resume=True, **{**OPTIONS, "epochs": 2})
+
+
+def interrupted_and_resumed(tmp_path, stop_after, epochs, **options):
+    """A run stopped after ``stop_after`` epochs, then resumed to ``epochs``: its history
+    and weights."""
+    path = checkpointed(tmp_path, stop_after=stop_after, epochs=epochs, **options)
+    resumed = net()
+    history = resumed.fit(X, Y, checkpoint=path, resume=True, **{**OPTIONS, **options,
+                                                                 "epochs": epochs})
+    return history, resumed.get_flat_params()
+
+
+def assert_same_run(history, params, reference, reference_params):
+    assert history.epoch == reference.epoch and history.lr == reference.lr
+    assert history.val_loss == reference.val_loss
+    assert (history.best_epoch, history.stopped_early) == (reference.best_epoch,
+                                                          reference.stopped_early)
+    np.testing.assert_array_equal(params, reference_params)
+
+
+def test_a_resumed_run_stops_early_where_the_uninterrupted_one_did(tmp_path):
+    options = dict(validation_split=0.25, early_stopping=3, lr=0.05)
+    uninterrupted = net()
+    reference = uninterrupted.fit(X, Y, **{**OPTIONS, **options, "epochs": 60})
+    stopped = len(reference.epoch)
+    assert reference.stopped_early and stopped - reference.best_epoch == 3
+    # stop the first part while early stopping has counted two epochs without improvement
+    history, params = interrupted_and_resumed(tmp_path, stopped - 1, 60, **options)
+    assert_same_run(history, params, reference, uninterrupted.get_flat_params())
+
+
+def test_a_resumed_run_keeps_the_rate_a_plateau_lowered(tmp_path):
+    schedule = fastbp.schedules.ReduceOnPlateau(monitor="loss", factor=0.5, patience=1,
+                                                min_delta=0.05)
+    options = dict(lr_schedule=schedule, lr=0.05)
+    uninterrupted = net()
+    reference = uninterrupted.fit(X, Y, **{**OPTIONS, **options, "epochs": 12})
+    lowered = [e for e, (a, b) in enumerate(zip(reference.lr, reference.lr[1:]), 2) if b < a]
+    assert lowered, reference.lr
+    history, params = interrupted_and_resumed(tmp_path, lowered[0], 12, **options)
+    assert_same_run(history, params, reference, uninterrupted.get_flat_params())
+
+
+def test_a_version_2_checkpoint_resumes_with_fresh_counts(tmp_path):
+    """A checkpoint of the last release (no learning rate, no callback counts) still resumes."""
+    path = checkpointed(tmp_path, validation_split=0.25, early_stopping=3)
+
+    def downgrade(meta):
+        meta["version"] = 2
+        del meta["lr"], meta["callbacks"]
+
+    rewrite(path, downgrade)
+    history = net().fit(X, Y, checkpoint=path, resume=True, validation_split=0.25,
+                        early_stopping=3, **OPTIONS)
+    assert history.epoch == [1, 2, 3]
+
+
+@pytest.mark.parametrize("edit", [
+    lambda meta: meta.update(lr=-1.0),
+    lambda meta: meta.update(lr="fast"),
+    lambda meta: meta.update(callbacks={"kind": "EarlyStopping"}),
+    lambda meta: meta["callbacks"].append({"kind": "EarlyStopping", "state": {"wait": "x"}}),
+])
+def test_a_corrupt_learning_rate_or_callback_state_is_refused(tmp_path, edit):
+    path = checkpointed(tmp_path, validation_split=0.25, early_stopping=3)
+    rewrite(path, edit)
+    model = net()
+    before = state(model)
+    with pytest.raises(FileFormatError, match="lr must be|callbacks must be"):
+        model.fit(X, Y, checkpoint=path, resume=True, validation_split=0.25,
+                  early_stopping=3, **OPTIONS)
+    assert_unchanged(before, model)
