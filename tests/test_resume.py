@@ -254,8 +254,8 @@ def interrupted_and_resumed(tmp_path, stop_after, epochs, **options):
 def assert_same_run(history, params, reference, reference_params):
     assert history.epoch == reference.epoch and history.lr == reference.lr
     assert history.val_loss == reference.val_loss
-    assert (history.best_epoch, history.stopped_early) == (reference.best_epoch,
-                                                          reference.stopped_early)
+    assert history.best_epoch == reference.best_epoch
+    assert history.stopped_early == reference.stopped_early
     np.testing.assert_array_equal(params, reference_params)
 
 
