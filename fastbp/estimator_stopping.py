@@ -8,6 +8,11 @@ scikit-learn's MLP counts the epochs in a row without an improvement by more tha
 :class:`~fastbp.callbacks.EarlyStopping` that starts from the estimator's count and best,
 and with ``verbose`` prints scikit-learn's lines (``Iteration N, loss = ...``,
 ``Validation score: ...`` and why it stopped or lowered the rate).
+
+The loss it watches, prints and keeps (``losses``, the estimator's ``loss_curve_``) is
+scikit-learn's: with ``K`` regression outputs scikit-learn's squared error averages over them,
+``1/(2K) sum_k (y_k - yhat_k)^2``, where fastbp's sums, while its gradient is fastbp's (the
+delta ``yhat - y`` is not divided by ``K``). :func:`scikit_learn_loss` converts.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ class ScikitLearnStopping(EarlyStopping):
     improvement; ``schedule`` the learning-rate schedule ('adaptive' lowers the rate)."""
 
     def __init__(self, early_stopping, tol, n_iter_no_change, schedule=None, verbose=False,
-                 best=None, count=0):
+                 best=None, count=0, output_share=1.0):
         adaptive = isinstance(schedule, Adaptive)
         super().__init__("val_score" if early_stopping else "loss", min_delta=tol,
                          patience=n_iter_no_change + 1, restore_best=early_stopping,
@@ -33,6 +38,10 @@ class ScikitLearnStopping(EarlyStopping):
         self.tol, self.n_iter_no_change = tol, n_iter_no_change
         self.start_best, self.start_count = best, count
         self.iteration = 0
+        #: ``1/K`` for ``K`` regression outputs, else 1 (:func:`scikit_learn_loss`)
+        self.output_share = output_share
+        #: scikit-learn's training loss of every epoch of this fit
+        self.losses = []
 
     def on_train_begin(self, run):
         super().on_train_begin(run)
@@ -49,7 +58,10 @@ class ScikitLearnStopping(EarlyStopping):
 
     def on_epoch_end(self, epoch, logs, run) -> bool:
         self.iteration += 1  # scikit-learn counts the epochs of this call
-        self.say(f"Iteration {self.iteration}, loss = {logs['loss']:.8f}")
+        loss = scikit_learn_loss(logs["loss"], self.output_share, run.net, run.opts.weight_decay)
+        self.losses.append(loss)
+        logs = {**logs, "loss": loss}
+        self.say(f"Iteration {self.iteration}, loss = {loss:.8f}")
         if self.plateau.monitor == "val_score":
             self.say(f"Validation score: {logs['val_score']:f}")
         stop = super().on_epoch_end(epoch, logs, run)
@@ -75,3 +87,12 @@ class ScikitLearnStopping(EarlyStopping):
     def say(self, line):
         if self.verbose:
             print(line)
+
+
+def scikit_learn_loss(loss, output_share, net, weight_decay) -> float:
+    """scikit-learn's value of fastbp's ``loss`` (the mean loss plus the penalty of ``net``'s
+    weights): the data term times ``output_share`` (``1/K``), the penalty as it is."""
+    if output_share == 1.0:
+        return loss
+    penalty = net.penalty(weight_decay)
+    return (loss - penalty) * output_share + penalty

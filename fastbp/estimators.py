@@ -36,12 +36,10 @@ starts and partial_fit calls and ``n_iter_`` counts the last call's epochs; ``ve
 prints scikit-learn's lines ('lbfgs': fastbp's); outputs are float32 where the training and
 the predicted ``X`` are, else float64; one class is fitted (and always predicted;
 ``predict_proba`` has two columns). ``MLPRegressor``'s ``loss`` is 'squared_error'; 'poisson'
-is refused (not implemented yet). One known difference: with several regression outputs
-``loss_`` is fastbp's ``1/2 sum_k (y_k - yhat_k)^2`` averaged over the samples, where
-scikit-learn also averages over the ``K`` outputs (``K`` times smaller), so there ``alpha``
-and ``tol`` weigh ``K`` times less than in scikit-learn; one output is the same. Pickling
-keeps the weights, the preprocessor and the hyper-parameters, not the optimizer state of a
-partial_fit sequence (a partial_fit after unpickling starts a new optimizer).
+is refused (not implemented yet); with several outputs ``loss_``, ``loss_curve_`` and the
+``tol`` rule use scikit-learn's squared error, averaged over the outputs as well as the
+samples (:mod:`fastbp.estimator_stopping`). Pickling keeps everything, the optimizer state
+of a partial_fit sequence included (:mod:`fastbp.pickling`).
 """
 
 from __future__ import annotations
@@ -70,7 +68,7 @@ from .data import Standardizer
 from .estimator_params import (ACTIVATIONS, FASTBP_CONSTRAINTS, INTEGER_DTYPES,
                                STOCHASTIC_SOLVERS, float_dtype_of, stochastic_solver,
                                store_parameters, tensors_to_host)
-from .estimator_stopping import ScikitLearnStopping
+from .estimator_stopping import ScikitLearnStopping, scikit_learn_loss
 from .labels import LabelCoder
 from .model import MLP, PREDICT_CHUNK
 from .schedules import make_schedule
@@ -91,6 +89,11 @@ class BaseMLP(BaseEstimator):
 
     def _n_outputs(self) -> int:
         raise NotImplementedError
+
+    def _output_share(self) -> float:
+        """What scikit-learn's loss weighs each output's term by, where fastbp's sums them
+        (:func:`~fastbp.estimator_stopping.scikit_learn_loss`)."""
+        return 1.0
 
     # -- validation ----------------------------------------------------------------------
     def _check_params(self):
@@ -161,7 +164,7 @@ class BaseMLP(BaseEstimator):
             warnings.simplefilter("ignore", RuntimeWarning)
             history = self.net_.fit(X, targets, sample_weight=weights, **options)
         stopping = options.get("callbacks", [None])[0]  # scikit-learn's rule; not for lbfgs
-        self._record(history, n_train, incremental, stopping)
+        self._record(history, n_train, incremental, stopping, options["weight_decay"])
         return self
 
     def _start_attributes(self, X):
@@ -249,22 +252,26 @@ class BaseMLP(BaseEstimator):
         best = self.best_validation_score_ if early else self.best_loss_
         return ScikitLearnStopping(early, self.tol, self.n_iter_no_change, schedule,
                                    verbose=bool(self.verbose), best=best,
-                                   count=getattr(self, "_no_improvement_count", 0))
+                                   count=getattr(self, "_no_improvement_count", 0),
+                                   output_share=self._output_share())
 
     def _class_weight_indices(self):
         return None
 
-    def _record(self, history, n_train, incremental, stopping):
+    def _record(self, history, n_train, incremental, stopping, weight_decay):
         """scikit-learn's fitted attributes from the History and the network, continued over
         warm starts and partial_fit calls as scikit-learn's (``loss_curve_``,
         ``validation_scores_`` and the bests; ``n_iter_`` counts this call's epochs); ``t_``
         counts the training rows stepped on (``n_train`` an epoch; none for 'lbfgs')."""
-        self.loss_curve_ = list(self.loss_curve_) + [float(v) for v in history.train_loss]
+        losses = history.train_loss if stopping is None else stopping.losses
+        self.loss_curve_ = list(self.loss_curve_) + [float(v) for v in losses]
         self.n_iter_ = len(history)
         if self.solver in STOCHASTIC_SOLVERS:
             self.t_ += n_train * len(history)
             self._no_improvement_count = stopping.count
-        self.loss_ = history.solver_loss if self.solver == "lbfgs" else self.loss_curve_[-1]
+        self.loss_ = scikit_learn_loss(history.solver_loss, self._output_share(), self.net_,
+                                       weight_decay) \
+            if self.solver == "lbfgs" else self.loss_curve_[-1]
         if self._early_stopping_applies:
             self.validation_scores_ = list(self.validation_scores_ or []) + [
                 float(v) for v in history.val_score]
@@ -472,6 +479,9 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     def _n_outputs(self):
         return self.n_targets_
+
+    def _output_share(self):
+        return 1.0 / self.n_targets_  # scikit-learn's squared error averages over the outputs
 
     @available_if(stochastic_solver)
     @_fit_context(prefer_skip_nested_validation=True)

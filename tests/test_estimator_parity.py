@@ -262,3 +262,30 @@ def test_verbose_prints_scikit_learns_lines(capsys, params):
     ours = printed(MLPClassifier, backend="numpy")
     assert ours == printed(sk.MLPClassifier)
     assert ours.startswith("Iteration 1, loss = #\n")
+
+
+def scikit_learn_squared_loss(est, X, Y):
+    """scikit-learn's MLPRegressor loss at ``est``'s weights: ``mean((Y - f(X))^2) / 2``
+    over the samples and the outputs, plus ``alpha/2 sum ||W||^2 / n``."""
+    penalty = sum(float(np.sum(W * W)) for W in est.coefs_)
+    return 0.5 * np.mean((Y - est.predict(X)) ** 2) + 0.5 * est.alpha * penalty / len(X)
+
+
+Y_THREE = np.stack([X[:, 0], 3 * X[:, 1] - X[:, 2], X[:, 0] * X[:, 2]], axis=1)
+
+
+def test_the_lbfgs_loss_of_several_outputs_is_scikit_learns():
+    est = MLPRegressor(solver="lbfgs", hidden_layer_sizes=(8,), alpha=0.1, max_iter=20,
+                       random_state=0, dtype="float64").fit(X, Y_THREE)
+    assert est.loss_ == pytest.approx(scikit_learn_squared_loss(est, X, Y_THREE), rel=1e-9)
+
+
+@pytest.mark.parametrize("Y", [Y_THREE, Y_THREE[:, 0]])
+def test_the_loss_curve_of_several_outputs_is_scikit_learns(Y):
+    """One full-batch step so small that the weights stay put: the epoch's loss is
+    scikit-learn's loss at the fitted weights."""
+    est = MLPRegressor(solver="sgd", momentum=0, hidden_layer_sizes=(8,), alpha=0.1,
+                       batch_size=len(X), learning_rate_init=1e-12, max_iter=1,
+                       random_state=0, dtype="float64").fit(X, Y)
+    expected = scikit_learn_squared_loss(est, X, Y)
+    assert est.loss_curve_ == [est.loss_] and est.loss_ == pytest.approx(expected, rel=1e-9)
