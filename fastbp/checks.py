@@ -7,23 +7,26 @@ leaves the model untouched.
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
 
 import numpy as np
 
-from .arrays import as_float_array, check_finite, first_index
+from .arrays import as_float_array, check_finite, first_index, is_pandas
 
 __all__ = ["as_float_array", "check_finite", "check_features", "check_targets",
            "class_targets", "check_number", "check_choice"]
 
 
 def check_features(X, n_features: int, name: str = "X", backend=None, dtype=None,
-                   keep_exact_integers=False):
+                   keep_exact_integers=False, feature_names=None):
     """``X`` as a finite 2-D float array with ``n_features`` columns whose values fit ``dtype``:
     on ``backend``'s device if it is there already, else on the host (see
     :func:`fastbp.arrays.to_array`); host integers that ``dtype`` holds exactly stay integers
-    with ``keep_exact_integers`` (see :func:`fastbp.arrays.as_float_array`)."""
+    with ``keep_exact_integers`` (see :func:`fastbp.arrays.as_float_array`). A DataFrame's
+    column names must be ``feature_names`` (the model's, if it has them), in their order."""
+    check_columns(X, feature_names, name)
     X = as_float_array(X, name, backend, dtype, keep_exact_integers)
     if X.ndim != 2:
         raise ValueError(f"{name} must be 2-D (samples, features), got shape {X.shape}")
@@ -36,12 +39,36 @@ def check_features(X, n_features: int, name: str = "X", backend=None, dtype=None
     return X
 
 
+def frame_columns(X) -> list | None:
+    """The column names of a pandas DataFrame whose columns are all named by strings (the
+    names a model keeps, as scikit-learn's ``feature_names_in_``), else None."""
+    columns = getattr(X, "columns", None) if is_pandas(X) else None
+    names = [] if columns is None else list(columns)
+    return names if names and all(isinstance(n, str) for n in names) else None
+
+
+def check_columns(X, feature_names, name="X"):
+    """A DataFrame with named columns must have the columns ``feature_names``, in order
+    (arrays, and models without names, pass)."""
+    columns = frame_columns(X)
+    if columns is None or feature_names is None or columns == list(feature_names):
+        return
+    missing = [c for c in feature_names if c not in columns]
+    unexpected = [c for c in columns if c not in feature_names]
+    if missing or unexpected:
+        raise ValueError(f"{name}'s columns are not the features the model was trained on: "
+                         f"missing {missing}, unexpected {unexpected}")
+    raise ValueError(f"{name}'s columns are the model's features in another order; select "
+                     f"them in the model's order: {name}[net.config['feature_names']]")
+
+
 def check_targets(y, n_samples: int, n_outputs: int, task: str, name: str = "y",
                   backend=None, dtype=None):
     """Targets as a float ``(N, n_outputs)`` matrix (one-hot for classification), on
     ``backend``'s device if ``y`` is there already, else on the host.
 
-    classification: class indices in ``0..n_outputs-1`` of shape (N,), or one-hot (N, K);
+    classification: class indices in ``0..n_outputs-1`` of shape (N,) or (N, 1), or one-hot
+    (N, K);
     binary: 0/1 (or probabilities) of shape (N,) or (N, K);
     regression: floats of shape (N,) or (N, K).
     """
@@ -70,6 +97,8 @@ def check_targets(y, n_samples: int, n_outputs: int, task: str, name: str = "y",
 def class_targets(arr, n_classes: int, name: str):
     """One-hot ``(N, n_classes)`` from class indices ``(N,)`` or a one-hot matrix (in the
     array's own namespace: host or device)."""
+    if arr.ndim == 2 and arr.shape[1] == 1 < n_classes:
+        arr = arr[:, 0]  # a column of class indices (a one-hot matrix has n_classes columns)
     if arr.ndim == 2:
         if arr.shape[1] != n_classes:
             raise ValueError(
@@ -172,3 +201,20 @@ def check_feature_names(names, n_features):
         raise ValueError(f"feature_names must name the {n_features} inputs, got "
                          f"{len(names)} names")
     return names
+
+
+def check_output_width(output: str, n_outputs: int):
+    """A softmax needs two outputs or more: over one unit it is 1 whatever the input."""
+    if output == "softmax" and n_outputs < 2:
+        raise ValueError("output='softmax' over 1 unit is always 1 and cannot learn: for two "
+                         "classes use 2 softmax outputs, or 1 output with output='sigmoid' "
+                         "and loss='binary_cross_entropy'")
+
+
+def check_keywords(given, known, where: str):
+    """Every name in ``given`` is one of ``known``, else a TypeError naming the closest."""
+    for name in given:
+        if name not in known:
+            close = difflib.get_close_matches(name, list(known), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise TypeError(f"{where} got an unexpected keyword argument {name!r}{hint}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from . import checks
 from . import checkpoint as checkpoints
-from .callbacks import as_callback
+from .callbacks import Callback, as_callback
 from .files import check_writable
 from .metrics import make_metrics
 from .optim import OPTIMIZERS
@@ -54,6 +54,31 @@ class FitOptions:
     gtol: float | None = None  # L-BFGS: projected-gradient tolerance (None: SciPy's 1e-5)
 
 
+#: what a :meth:`~fastbp.MLP.partial_fit` takes from the fit it continues unless given: the
+#: options of the steps (not those of the run: epochs, verbose, validation, early stopping,
+#: metrics and callbacks are each call's own)
+CONTINUED_OPTIONS = ("batch_size", "lr", "optimizer", "momentum", "weight_decay", "dropout",
+                     "input_noise", "shuffle", "precision", "class_weight", "lr_schedule",
+                     "beta1", "beta2", "epsilon")
+
+
+def continued_options(opts: FitOptions) -> dict:
+    """The :data:`CONTINUED_OPTIONS` of ``opts``, as ``fit`` keywords."""
+    return {name: getattr(opts, name) for name in CONTINUED_OPTIONS}
+
+
+def as_list(callbacks) -> list:
+    """``callbacks=`` as a list: None is none, one callback (or function) is a list of one."""
+    if callbacks is None:
+        return []
+    if isinstance(callbacks, (list, tuple)):
+        return list(callbacks)
+    if isinstance(callbacks, Callback) or callable(callbacks):
+        return [callbacks]
+    raise TypeError(f"callbacks must be a list of Callback objects or functions f(epoch, "
+                    f"logs), got {callbacks!r}")
+
+
 def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum=0.9,
                   weight_decay=0.0, dropout=0.0, input_noise=0.0, validation_data=None,
                   validation_split=0.0,
@@ -64,7 +89,7 @@ def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum
     """Validate every option of :func:`~fastbp.train.fit` (``validation_data`` is checked
     with the data)."""
     number = checks.check_number
-    callbacks = [as_callback(cb) for cb in (callbacks or [])]
+    callbacks = [as_callback(cb) for cb in as_list(callbacks)]
     make_schedule(lr_schedule)
     options = FitOptions(
         epochs=number(epochs, "epochs", low=1, integer=True),

@@ -81,6 +81,7 @@ class MLP:
         self.output = make_activation(output, where="output", leaky_slope=leaky_slope,
                                       elu_alpha=elu_alpha)
         self.loss_fn = make_loss(loss, output)
+        checks.check_output_width(output, self.sizes[-1])
         scale = initialisers.check_init(init, init_scale)
         checks.check_seed(seed)
         self.backend = get_backend(backend)
@@ -297,7 +298,8 @@ class MLP:
     def prepare(self, X, name="X"):
         """Validated, preprocessed features: on the backend's device if ``X`` is there
         already, else on the host (:func:`fastbp.arrays.to_array` takes any array type)."""
-        X = checks.check_features(X, self.sizes[0], name, self.backend, self.dtype)
+        X = checks.check_features(X, self.sizes[0], name, self.backend, self.dtype,
+                                  feature_names=self.config["feature_names"])
         return X if self.preprocessor is None else preprocess.transform(self.preprocessor, X)
 
     def targets(self, y, n_samples, name="y"):
@@ -416,10 +418,14 @@ class MLP:
     def partial_fit(self, X, y, sample_weight=None, **options):
         """One more epoch on ``(X, y)`` (a minibatch stream, say) that continues the previous
         fit's optimizer state, learning rate and epoch count (``continue_training=True``,
-        ``epochs=1`` and ``verbose=0`` unless given); see :func:`fastbp.train.fit`."""
+        ``epochs=1`` and ``verbose=0`` unless given); the step options not given (``lr``,
+        ``optimizer``, ``batch_size``, ``weight_decay``, ... :data:`CONTINUED_OPTIONS
+        <fastbp.fit_options.CONTINUED_OPTIONS>`) are the previous fit's. See
+        :func:`fastbp.train.fit`."""
         from .train import fit
 
-        options = {"epochs": 1, "verbose": 0, **options, "continue_training": True}
+        previous = self.training_state.options if self.training_state is not None else {}
+        options = {**previous, "epochs": 1, "verbose": 0, **options, "continue_training": True}
         return fit(self, X, y, sample_weight=sample_weight, **options)
 
     @exclusive

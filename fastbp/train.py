@@ -10,6 +10,8 @@ form (:mod:`fastbp.data_parallel`) or full-batch L-BFGS (:mod:`fastbp.lbfgs`).
 
 from __future__ import annotations
 
+import inspect
+
 from . import checks, preprocess
 from . import checkpoint as checkpoints
 from .data_parallel import DistributedTrainer, start_identically
@@ -20,6 +22,11 @@ from .lbfgs import LbfgsTrainer
 from .sparse import is_row_source, take
 from .trainer import Trainer
 from .weights import check_sample_weight, row_weights
+
+
+#: every keyword :func:`fit` takes (its own and :func:`~fastbp.fit_options.check_options`')
+FIT_KEYWORDS = (*inspect.signature(check_options).parameters, "validation_data", "checkpoint",
+                "resume", "distributed", "sample_weight")
 
 
 def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distributed=None,
@@ -73,6 +80,7 @@ def fit(net, X, y, validation_data=None, checkpoint=None, resume=False, distribu
     (on the last batch, or the validation set) -- the weights of the last finite epoch are
     restored and a FloatingPointError says so.
     """
+    checks.check_keywords(options, FIT_KEYWORDS, "fit()")
     opts = check_options(validation_data=validation_data, **options)
     check_checkpoint(checkpoint, resume)
     check_backend_options(opts, net, checkpoint, distributed)
@@ -95,10 +103,12 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
     validated (before anything changes), the split, the weights, the preprocessor, the
     trainer."""
     minibatches_here = comm is None and opts.optimizer != "lbfgs"  # the plain Trainer's loop
+    columns = checks.frame_columns(X)
     X, Y = check_data(net, X, y, keep_integers=minibatches_here)
     if sample_weight is not None:
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-    validation = check_validation_data(net, validation_data)
+    validation = check_validation_data(net, validation_data,
+                                       net.config["feature_names"] or columns)
     run_id = (None if checkpoint is None
               else checkpoints.fingerprint(opts, X, Y, validation, host_data(net.backend),
                                            sample_weight))
@@ -109,6 +119,7 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
         saved and saved.split_order)
     weights = row_weights(sample_weight, opts.class_weight, Y, net.task)
     net.fit_preprocessor(X, None if weights is None else weights[:, 0])
+    net.config["feature_names"] = net.config["feature_names"] or columns
     on_batches = (minibatches_here and not is_row_source(X)
                   and preprocess.standardizes_batches(net.preprocessor, X, net.dtype))
     if net.preprocessor is not None:
@@ -134,7 +145,8 @@ def check_data(net, X, y, keep_integers=False):
     whole into floats (188 MB for 60000x784 in float32)."""
     X = (check_row_source(X, net.sizes[0], "X") if is_row_source(X)
          else checks.check_features(X, net.sizes[0], "X", net.backend, net.dtype,
-                                    keep_exact_integers=keep_integers))
+                                    keep_exact_integers=keep_integers,
+                                    feature_names=net.config["feature_names"]))
     return X, net.targets(y, X.shape[0], "y")
 
 
@@ -144,14 +156,15 @@ def as_model_dtype(net, X):
     return X if is_row_source(X) or X.dtype.kind not in "biu" else X.astype(net.dtype)
 
 
-def check_validation_data(net, validation_data):
-    """Validated ``(X_val, Y_val)``, or None."""
+def check_validation_data(net, validation_data, feature_names=None):
+    """Validated ``(X_val, Y_val)``, or None (a DataFrame's columns named ``feature_names``,
+    the model's or the training DataFrame's)."""
     if validation_data is None:
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("validation_data must be a pair (X_val, y_val)")
     X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val", net.backend,
-                                  net.dtype)
+                                  net.dtype, feature_names=feature_names)
     return X_val, net.targets(validation_data[1], X_val.shape[0], "y_val")
 
 

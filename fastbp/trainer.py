@@ -9,8 +9,9 @@ accumulates on the device and is read once at the end of the epoch.
 from __future__ import annotations
 
 import math
+import pickle
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from tqdm.auto import tqdm
 
@@ -20,7 +21,7 @@ from .callbacks import EarlyStopping
 from .checkpoint import Position, deferred_signals
 from .checkpoint import save as checkpoint_save
 from .data import standardize
-from .fit_options import FitOptions
+from .fit_options import FitOptions, continued_options
 from .history import History, format_logs
 from .metrics import make_metrics
 from .optim import make_optimizer
@@ -42,12 +43,29 @@ class TrainingState:
     optimizer: object
     epochs_done: int = 0
     samples_seen: int = 0
+    #: the step options of the fit it came from, the defaults of a partial_fit
+    #: (:func:`fastbp.fit_options.continued_options`)
+    options: dict = field(default_factory=dict)
+
+    def __getstate__(self):
+        """Pickled without the options that do not pickle (a schedule that is a lambda, say):
+        a partial_fit of the copy takes those from its arguments or fit's defaults."""
+        return dict(self.__dict__, options={name: value for name, value in self.options.items()
+                                            if pickles(value)})
 
     def bind(self, backend):
         """After unpickling (:mod:`fastbp.pickling`): the optimizer's host state onto
         ``backend``, which the key then names."""
         self.optimizer.bind(backend)
         self.key = self.key[:-1] + (backend.name,)
+
+
+def pickles(value) -> bool:
+    try:
+        pickle.dumps(value)
+    except Exception:  # lambdas, local functions, open handles: whatever refuses
+        return False
+    return True
 
 
 class Trainer:
@@ -201,6 +219,7 @@ class Trainer:
             self.backend.set_precision(precision)
         if self.best is not None:
             self.backend.copy(self.best, net.params)
+        self.state.options = continued_options(opts)
         net.training_state = self.state
         return self.history
 

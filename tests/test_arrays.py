@@ -63,6 +63,32 @@ def test_pandas_and_memmap_train_exactly_as_numpy(tmp_path):
     np.testing.assert_array_equal(params, expected()[0])
 
 
+def test_a_dataframe_names_the_features_and_later_frames_must_match(tmp_path):
+    """As scikit-learn's feature_names_in_: fit on a DataFrame keeps its column names (saved
+    with the model), and a DataFrame given later must have those columns in that order;
+    plain arrays pass."""
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(X, columns=["x0", "x1", "x2"])
+    net = fastbp.MLP([3, 5, 2], seed=1, backend="numpy")
+    net.fit(frame, y, epochs=1, verbose=0)
+    assert net.config["feature_names"] == ["x0", "x1", "x2"]
+    net.save(tmp_path / "m.npz")
+    assert fastbp.load(tmp_path / "m.npz").config["feature_names"] == ["x0", "x1", "x2"]
+    np.testing.assert_array_equal(net.predict(frame), net.predict(X))
+    with pytest.raises(ValueError, match=r"missing \['x2'\], unexpected \['z'\]"):
+        net.predict(frame.rename(columns={"x2": "z"}))
+    with pytest.raises(ValueError, match=r"another order.*X\[net.config\['feature_names'\]\]"):
+        net.score(frame[["x2", "x0", "x1"]], y)
+    before = net.get_flat_params()
+    with pytest.raises(ValueError, match="X_val's columns are not"):
+        net.fit(frame, y, epochs=1, verbose=0,
+                validation_data=(frame.set_axis(["a", "b", "c"], axis=1), y))
+    np.testing.assert_array_equal(net.get_flat_params(), before)
+    unnamed = fastbp.MLP([3, 5, 2], seed=1, backend="numpy")
+    unnamed.fit(pd.DataFrame(X), y, epochs=1, verbose=0)   # integer column labels: no names
+    assert unnamed.config["feature_names"] is None
+
+
 def test_pandas_missing_values_and_text_are_clear_errors():
     pd = pytest.importorskip("pandas")
     net = fastbp.MLP([3, 5, 2], seed=1, backend="numpy")

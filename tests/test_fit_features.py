@@ -299,3 +299,22 @@ def test_early_stopping_patience_may_be_infinite():
     X, y = blobs()
     stop = EarlyStopping("loss", min_delta=1e9, patience=math.inf, restore_best=False)
     assert len(net().fit(X, y, epochs=12, callbacks=[stop], verbose=0)) == 12
+
+
+def test_partial_fit_continues_with_the_step_options_of_the_fit_before():
+    """fit(optimizer="sgd", lr=0.05, ...) then partial_fit(X, y): the same SGD, not fit's
+    defaults (Adam at 1e-3, a fresh optimizer)."""
+    X = np.random.default_rng(0).normal(size=(64, 3))
+    y = (X[:, 0] > 0).astype(int)
+    options = dict(optimizer="momentum", lr=0.05, batch_size=16, weight_decay=1e-3)
+    net = fastbp.MLP([3, 5, 2], backend="numpy", seed=0)
+    twin = fastbp.MLP([3, 5, 2], backend="numpy", seed=0)
+    net.fit(X, y, epochs=2, verbose=0, **options)
+    twin.fit(X, y, epochs=3, verbose=0, **options)
+    optimizer = net.training_state.optimizer
+    net.partial_fit(X, y)
+    assert net.training_state.optimizer is optimizer and net.training_state.epochs_done == 3
+    np.testing.assert_array_equal(net.get_flat_params(), twin.get_flat_params())
+    net.partial_fit(X, y, lr=0.01)   # given: this call's, with a fresh optimizer
+    assert net.training_state.optimizer is not optimizer
+    assert net.training_state.optimizer.lr == 0.01

@@ -127,3 +127,13 @@ def test_a_backend_not_usable_here_falls_back_to_auto(monkeypatch):
     assert twin.backend.name == fastbp.get_backend("auto").name
     twin.partial_fit(X, Y)   # the optimizer state moved to the new backend
     assert twin.training_state.key[-1] == twin.backend.name
+
+
+def test_a_model_fitted_with_a_lambda_schedule_pickles_without_it():
+    net = fastbp.MLP([64, 16, 10], backend="numpy", seed=0)
+    net.fit(X, Y, epochs=1, verbose=0, optimizer="sgd", lr=0.02,
+            lr_schedule=lambda epoch: 0.02 / epoch)
+    twin = pickle.loads(pickle.dumps(net))
+    kept = twin.training_state.options
+    assert "lr_schedule" not in kept and kept["lr"] == 0.02 and kept["optimizer"] == "sgd"
+    assert "lr_schedule" in net.training_state.options   # the original keeps it

@@ -37,6 +37,8 @@ y = np.array([0, 1] * 5)
     (dict(seed=1.5), "seed"),
     (dict(leaky_slope=2.0), "leaky_slope"),
     (dict(elu_alpha=0.0), "elu_alpha"),
+    (dict(sizes=[3, 4, 1]), "softmax' over 1 unit is always 1"),
+    (dict(sizes=[3, 1], loss="mse"), "softmax' over 1 unit"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
     args = dict(sizes=[3, 4, 2], backend="numpy")
@@ -74,6 +76,11 @@ BAD_FIT = [
     (dict(validation_data=X), "validation_data"),
     (dict(verbose=5), "verbose"),
     (dict(callbacks=[1]), "callbacks"),
+    (dict(callbacks=3), "callbacks must be a list"),
+    (dict(epoch=3), r"fit\(\) got an unexpected keyword argument 'epoch' \(did you mean "
+                    r"'epochs'\?\)"),
+    (dict(sample_weights=np.ones(10)), "did you mean 'sample_weight'"),
+    (dict(y=y[:, None] + 1), r"class indices in \[0, 1\]"),
 ]
 
 
@@ -120,3 +127,19 @@ def test_binary_targets_must_lie_in_0_1():
 
 def test_one_hot_targets_are_accepted(net):
     net.fit(X, np.eye(2)[y], epochs=1, verbose=0)
+
+
+def test_a_column_of_class_indices_trains_as_the_indices():
+    """y of shape (N, 1), as a column read from a table, is class indices (one-hot needs K
+    columns)."""
+    nets = [fastbp.MLP([3, 4, 3], seed=0, backend="numpy") for _ in range(2)]
+    labels = np.arange(10) % 3
+    nets[0].fit(X, labels, epochs=2, verbose=0)
+    nets[1].fit(X, labels[:, None], epochs=2, verbose=0)
+    np.testing.assert_array_equal(nets[0].get_flat_params(), nets[1].get_flat_params())
+
+
+def test_one_callback_need_not_be_in_a_list(net):
+    seen = []
+    net.fit(X, y, epochs=2, verbose=0, callbacks=lambda epoch, logs: seen.append(epoch))
+    assert seen == [1, 2]
