@@ -156,6 +156,7 @@ def from_torch(module, loss=None, backend="auto", **options):
     config = torch_config(layers)
     config["dtype"] = "float64" if any(p.dtype == torch.float64 for p in module.parameters()) \
         else "float32"
+    config["preprocess"] = None  # the module maps raw features: a fit must not rescale them
     config.update(options)
     if loss is None:
         loss = DEFAULT_LOSS.get(config["output"], "mse")
@@ -170,9 +171,10 @@ def torch_layers(module) -> list:
     torch = import_torch()
     nn = torch.nn
     layers = []
-    for i, child in enumerate(module):
-        if isinstance(child, (nn.Identity, nn.Dropout)):
-            continue
+    for i, child in enumerate(flat_modules(module)):
+        if isinstance(child, (nn.Identity, nn.Dropout)) or (
+                isinstance(child, nn.Flatten) and child.start_dim in (1, -1)):
+            continue  # nothing at inference on (samples, features)
         if isinstance(child, nn.Linear):
             W = child.weight.detach().cpu().double().numpy().T
             b = (child.bias.detach().cpu().double().numpy() if child.bias is not None
@@ -186,6 +188,13 @@ def torch_layers(module) -> list:
     if not layers:
         raise ValueError("module has no Linear layer")
     return [(kind, tuple(weights)) for kind, weights in layers]
+
+
+def flat_modules(module) -> list:
+    """The modules of a Sequential in order, nested Sequentials opened."""
+    nn = import_torch().nn
+    return [leaf for child in module
+            for leaf in (flat_modules(child) if isinstance(child, nn.Sequential) else [child])]
 
 
 def torch_kind(child, i, weights):
@@ -208,6 +217,9 @@ def torch_kind(child, i, weights):
     if isinstance(child, nn.PReLU):
         alpha = child.weight.detach().cpu().double().numpy()
         n = weights[0].shape[1]
+        if alpha.size not in (1, n):
+            raise ValueError(f"module[{i}]: PReLU has {alpha.size} slopes; the Linear before "
+                             f"it gives {n} units (use PReLU({n}) or PReLU())")
         weights.append(np.broadcast_to(alpha, (n,)).copy())
         return "prelu", None
     if isinstance(child, maxout_module()):
@@ -220,6 +232,9 @@ def torch_config(layers) -> dict:
     """The :class:`~fastbp.MLP` arguments for :func:`torch_layers`' output (sizes,
     activations and their shared parameters)."""
     kinds = [kind for kind, _ in layers]
+    if any(name == "softmax" for name, _ in kinds[:-1]):
+        raise ValueError("a Softmax may only end the module (fastbp's hidden activations are "
+                         "elementwise)")
     shapes = [weights[0].shape for _, weights in layers]
     for l in range(1, len(shapes)):
         if shapes[l][0] != output_units(kinds[l - 1], shapes[l - 1][1]):
@@ -272,7 +287,7 @@ def from_sklearn(estimator, backend="auto", **options):
         raise ValueError(f"estimator.activation={estimator.activation!r} has no fastbp twin")
     loss = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(output, "mse")
     sizes = [coefs[0].shape[0]] + [W.shape[1] for W in coefs]
-    config = dict(sizes=sizes, activation=hidden, output=output, loss=loss,
+    config = dict(sizes=sizes, activation=hidden, output=output, loss=loss, preprocess=None,
                   dtype="float64" if coefs[0].dtype == np.float64 else "float32")
     config.update(options)
     net = MLP(backend=backend, **config)

@@ -148,12 +148,43 @@ def test_from_torch_of_a_hand_built_module():
                               nn.LeakyReLU(0.2), nn.Linear(3, 1)), "leaky_slope"),
     (lambda nn: nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=0)), "dim 1"),
     (lambda nn: nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1), nn.Linear(3, 2)),
-     "softmax"),
+     "Softmax may only end the module"),
+    (lambda nn: nn.Sequential(nn.Linear(4, 5), nn.PReLU(3), nn.Linear(5, 2)),
+     r"PReLU has 3 slopes; the Linear before it gives 5 units"),
     (lambda nn: nn.Sequential(nn.Linear(4, 5), export.maxout_module()(2)), "multiple of 2"),
 ])
 def test_from_torch_refuses_what_fastbp_cannot_compute(module, match):
     with pytest.raises((TypeError, ValueError), match=match):
         fastbp.MLP.from_torch(module(torch.nn), backend="numpy")
+
+
+def test_from_torch_opens_nested_sequentials_and_skips_flatten():
+    nn = torch.nn
+    torch.manual_seed(0)
+    module = nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(4, 6), nn.ReLU()),
+                           nn.Sequential(nn.Linear(6, 3))).eval()
+    net = fastbp.MLP.from_torch(module, backend="numpy")
+    assert net.sizes == [4, 6, 3]
+    with torch.no_grad():
+        expected = module(torch.tensor(X, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(net.forward(X), expected, **TOL)
+
+
+@pytest.mark.parametrize("source", ["torch", "sklearn"])
+def test_fine_tuning_an_imported_network_starts_from_its_function(source):
+    """An imported network maps raw features: a first fit must not put a standardiser in
+    front of it (X is far from standard here, so preprocess="auto" would)."""
+    if source == "torch":
+        original = trained("relu")
+        net = fastbp.MLP.from_torch(original.to_torch(), backend="numpy")
+    else:
+        estimator, _ = sklearn_fit("classifier")
+        estimator.fit(X, np.arange(40) % 3)
+        net = fastbp.MLP.from_sklearn(estimator, backend="numpy")
+    before = net.forward(X)
+    net.fit(X, np.arange(40) % 3, epochs=1, lr=1e-9, verbose=0)
+    assert net.preprocessor is None
+    np.testing.assert_allclose(net.forward(X), before, atol=1e-5)
 
 
 def sklearn_fit(kind, **kwargs):
