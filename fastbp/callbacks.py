@@ -80,42 +80,59 @@ def monitored(logs, monitor):
 
 
 class Plateau:
-    """Counts epochs without an improvement of at least ``min_delta`` in ``monitor``.
+    """Counts epochs without an improvement of more than ``min_delta`` in ``monitor``.
 
-    ``update(value)`` returns whether ``value`` is the best so far (strictly); ``wait`` is the
-    number of epochs since the last improvement by more than ``min_delta``.
+    Keras's rule: ``best`` is the value of the last such improvement, and ``wait`` the epochs
+    since (loss 1.0, 0.95, 0.90, 0.85 with ``min_delta=0.1``: no improvement at 0.95, one at
+    0.85). With ``every_gain`` (scikit-learn's ``tol`` rule) ``best`` follows every gain,
+    however small, and an improvement is more than ``min_delta`` below that. ``update(logs)``
+    returns whether the value is the best seen yet (``best_value``), improvement or not.
     """
 
-    def __init__(self, monitor, min_delta, mode):
+    def __init__(self, monitor, min_delta, mode, every_gain=False):
         if not isinstance(monitor, str) or not monitor:
             raise TypeError(f"monitor must be the name of a logged value such as 'val_loss', "
                             f"got {monitor!r}")
         self.monitor = monitor
         self.min_delta = checks.check_number(min_delta, "min_delta", low=0)
         self.sign = 1.0 if monitor_mode(monitor, mode) == "min" else -1.0
+        self.every_gain = every_gain
         self.reset()
 
     def reset(self):
-        self.best, self.wait = math.inf, 0
+        self.best, self.seen, self.wait = math.inf, math.inf, 0
 
     def update(self, logs) -> bool:
         value = self.sign * monitored(logs, self.monitor)
-        self.wait = 0 if value < self.best - self.min_delta else self.wait + 1
-        is_best = value < self.best
-        self.best = min(self.best, value)
+        improved = value < self.best - self.min_delta
+        self.wait = 0 if improved else self.wait + 1
+        if improved or (self.every_gain and value < self.best):
+            self.best = value
+        is_best = value < self.seen
+        self.seen = min(self.seen, value)
         return is_best
 
     @property
     def best_value(self) -> float:
-        return self.sign * self.best
+        """The best value of ``monitor`` seen."""
+        return self.sign * self.seen
 
     def state(self) -> dict:
-        return {"best": None if math.isinf(self.best) else self.best, "wait": self.wait}
+        return {"best": finite_or_none(self.best), "seen": finite_or_none(self.seen),
+                "wait": self.wait}
 
     def load_state(self, state: dict):
-        best = state.get("best")
-        self.best = math.inf if best is None else float(best)
+        self.best = none_as_inf(state.get("best"))
+        self.seen = none_as_inf(state.get("seen", state.get("best")))
         self.wait = int(state.get("wait", 0))
+
+
+def finite_or_none(value):
+    return None if math.isinf(value) else value
+
+
+def none_as_inf(value) -> float:
+    return math.inf if value is None else float(value)
 
 
 class WatchesPlateau(Callback):
@@ -170,3 +187,22 @@ class EarlyStopping(WatchesPlateau):
         p = self.plateau
         return (f"EarlyStopping(monitor={p.monitor!r}, min_delta={p.min_delta}, "
                 f"patience={self.patience}, restore_best={self.restore_best})")
+
+
+def callback_states(callbacks) -> list:
+    """``[{"kind": class name, "state": ...}, ...]`` of ``callbacks``, for a checkpoint or
+    the fit a partial_fit continues."""
+    return [{"kind": type(cb).__name__, "state": cb.state()} for cb in callbacks]
+
+
+def load_callback_states(callbacks, states):
+    """Give each of ``callbacks`` its saved state from ``states`` (:func:`callback_states` of
+    an earlier run, which may have had other callbacks): the ``i``-th callback of a kind takes
+    the state of the ``i``-th of that kind; one without a match keeps its fresh count."""
+    by_kind = {}
+    for entry in states:
+        by_kind.setdefault(entry["kind"], []).append(entry["state"])
+    for cb in callbacks:
+        kept = by_kind.get(type(cb).__name__)
+        if kept:
+            cb.load_state(kept.pop(0))

@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .callbacks import callback_states, load_callback_states
 from .files import FileFormatError, atomic_savez, read_savez
 from .history import History
 
@@ -157,8 +158,7 @@ def save(path, trainer, position: Position):
         "rng_state": net.rng.bit_generator.state, "epoch": position.epoch,
         "next_row": position.next_row, "loss_so_far": position.loss_so_far,
         "history": trainer.history.as_dict(), "fingerprint": trainer.fingerprint,
-        "lr": trainer.lr, "callbacks": [{"kind": type(cb).__name__, "state": cb.state()}
-                                        for cb in trainer.callbacks],
+        "lr": trainer.lr, "callbacks": callback_states(trainer.callbacks),
     }
     atomic_savez(path, arrays, meta)
 
@@ -388,18 +388,11 @@ def restore(saved: Saved, trainer) -> Position:
 
 def restore_callbacks(saved: Saved, trainer):
     """After the callbacks' ``on_train_begin``: the saved learning rate and each callback's
-    counts. A resumed run may bring other callbacks: the ``i``-th callback of a kind takes
-    the state of the saved run's ``i``-th of that kind, and one without a match starts
-    afresh."""
+    counts (a resumed run may bring other callbacks: see
+    :func:`~fastbp.callbacks.load_callback_states`)."""
     if saved.lr is not None:
         trainer.lr = saved.lr
-    by_kind = {}
-    for entry in saved.callback_states:
-        by_kind.setdefault(entry["kind"], []).append(entry["state"])
-    for cb in trainer.callbacks:
-        states = by_kind.get(type(cb).__name__)
-        if states:
-            cb.load_state(states.pop(0))
+    load_callback_states(trainer.callbacks, saved.callback_states)
 
 
 @contextmanager

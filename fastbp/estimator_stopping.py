@@ -34,6 +34,7 @@ class ScikitLearnStopping(EarlyStopping):
         super().__init__("val_score" if early_stopping else "loss", min_delta=tol,
                          patience=n_iter_no_change + 1, restore_best=early_stopping,
                          on_plateau=self.lower_rate if adaptive else None)
+        self.plateau.every_gain = True  # scikit-learn's tol rule
         self.schedule, self.verbose = schedule, verbose
         self.tol, self.n_iter_no_change = tol, n_iter_no_change
         self.start_best, self.start_count = best, count
@@ -46,7 +47,7 @@ class ScikitLearnStopping(EarlyStopping):
     def on_train_begin(self, run):
         super().on_train_begin(run)
         if self.start_best is not None:
-            self.plateau.best = self.plateau.sign * self.start_best
+            self.plateau.best = self.plateau.seen = self.plateau.sign * self.start_best
             self.plateau.wait = self.start_count
         self.iteration = 0
 

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 
 from . import checks
 from . import checkpoint as checkpoints
-from .callbacks import Callback, as_callback
+from .callbacks import Callback, EarlyStopping, WatchesPlateau, as_callback
 from .files import check_writable
-from .metrics import make_metrics
+from .metrics import check_for_task, make_metrics
 from .optim import OPTIMIZERS
-from .schedules import make_schedule
+from .schedules import Adaptive, Constant, make_schedule
 from .weights import check_class_weight
 
 #: GEMM precisions a fit may ask for ("tf32": float32 GEMMs on TF32 tensor cores, GPU only;
@@ -122,7 +122,34 @@ def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum
     has_validation = validation_data is not None or options.validation_split > 0
     if options.early_stopping and not has_validation:
         raise ValueError("early_stopping needs validation_data or validation_split > 0")
+    if options.metrics and not has_validation:
+        raise ValueError("metrics are computed on the validation set: give validation_data "
+                         "or validation_split > 0")
+    check_steering(options, has_validation)
     return options
+
+
+def check_steering(options: FitOptions, has_validation: bool):
+    """What the schedule and the callbacks watch is in the logs this run will write, before
+    any epoch: 'adaptive' has a stopping rule to lower the rate for, L-BFGS no schedule."""
+    schedule = make_schedule(options.lr_schedule)
+    if options.optimizer == "lbfgs" and not isinstance(schedule, Constant):
+        raise ValueError("optimizer='lbfgs' takes no learning rate, so no lr_schedule")
+    stoppers = [cb for cb in options.callbacks if isinstance(cb, EarlyStopping)]
+    if isinstance(schedule, Adaptive) and not options.early_stopping and not any(
+            cb.on_plateau is not None for cb in stoppers):
+        raise ValueError("lr_schedule='adaptive' lowers the rate where early stopping would "
+                         "stop: give early_stopping=N (and a validation set)")
+    logs = {"loss", "lr", "seconds"}
+    if has_validation:
+        logs |= {"val_loss", "val_score"} | {f"val_{name}" for name in
+                                             make_metrics(options.metrics)}
+    for watcher in [schedule, *options.callbacks]:
+        plateau = getattr(watcher, "plateau", None)
+        if isinstance(watcher, WatchesPlateau) and plateau.monitor not in logs:
+            raise ValueError(f"{watcher!r} watches {plateau.monitor!r}, which this run does "
+                             f"not log; it logs {sorted(logs)}"
+                             + ("" if has_validation else " (val_* need a validation set)"))
 
 
 def metric_specs(metrics) -> list:
@@ -134,7 +161,9 @@ def metric_specs(metrics) -> list:
 
 
 def check_backend_options(opts, net, checkpoint, distributed):
-    """Options that depend on the network's backend and dtype, or exclude each other."""
+    """Options that depend on the network's backend, dtype and task, or exclude each
+    other."""
+    check_for_task(opts.metrics, net.task, net.sizes[-1])
     backend = net.backend
     if opts.precision not in backend.precisions:
         why = getattr(backend, "unavailable_precisions", {}).get(opts.precision)

@@ -97,12 +97,37 @@ def make_metrics(specs) -> dict:
     made = {}
     for spec in specs:
         if callable(spec):
-            made[getattr(spec, "__name__", repr(spec))] = spec
+            name, metric = getattr(spec, "__name__", repr(spec)), spec
         elif isinstance(spec, str) and spec in METRICS:
-            made[spec] = METRICS[spec]
+            name, metric = spec, METRICS[spec]
         elif isinstance(spec, str) and TOP_K.fullmatch(spec):
-            made[spec] = top_k_accuracy(int(TOP_K.fullmatch(spec).group(1)))
+            name, metric = spec, top_k_accuracy(int(TOP_K.fullmatch(spec).group(1)))
         else:
             raise ValueError(f"metrics must name {list(METRICS)} or top_<k>_accuracy, or be "
                              f"callables f(outputs, targets, task), got {spec!r}")
+        if name in made:
+            raise ValueError(f"metrics has two metrics logged as 'val_{name}': give each "
+                             f"callable a __name__ of its own")
+        made[name] = metric
     return made
+
+
+#: the tasks each named metric is defined for
+TASKS = {"accuracy": ("classification", "binary"), "f1": ("classification", "binary"),
+         "roc_auc": ("classification", "binary"), "r2": ("regression",)}
+
+
+def check_for_task(specs, task: str, n_outputs: int):
+    """The named metrics of ``specs`` make sense for a network of ``task`` with
+    ``n_outputs`` outputs (callables are the caller's business)."""
+    for spec in specs:
+        if not isinstance(spec, str):
+            continue
+        top_k = TOP_K.fullmatch(spec)
+        tasks = ("classification",) if top_k else TASKS[spec]
+        if task not in tasks:
+            raise ValueError(f"metrics: {spec!r} is defined for {' or '.join(tasks)} "
+                             f"networks; this one's loss makes it {task}")
+        if top_k and int(top_k.group(1)) >= n_outputs:
+            raise ValueError(f"metrics: {spec!r} over {n_outputs} classes is always 1; "
+                             f"use k < {n_outputs}")

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from . import checks, host
 from . import checkpoint as checkpoints
-from .callbacks import EarlyStopping
+from .callbacks import EarlyStopping, callback_states, load_callback_states
 from .checkpoint import Position, deferred_signals
 from .checkpoint import save as checkpoint_save
 from .data import standardize
@@ -46,6 +46,9 @@ class TrainingState:
     #: the step options of the fit it came from, the defaults of a partial_fit
     #: (:func:`fastbp.fit_options.continued_options`)
     options: dict = field(default_factory=dict)
+    #: that fit's callbacks' counts (:func:`fastbp.callbacks.callback_states`), which a
+    #: continued fit's callbacks of the same kinds take up
+    callback_states: list = field(default_factory=list)
 
     def __getstate__(self):
         """Pickled without the options that do not pickle (a schedule that is a lambda, say):
@@ -160,9 +163,11 @@ class Trainer:
     def make_callbacks(self) -> list:
         """The user's callbacks, the learning-rate schedule, then ``early_stopping``."""
         opts = self.opts
-        callbacks = list(opts.callbacks) + [make_schedule(opts.lr_schedule)]
-        if opts.early_stopping:
-            callbacks.append(EarlyStopping("val_loss", patience=opts.early_stopping))
+        schedule = make_schedule(opts.lr_schedule)
+        callbacks = list(opts.callbacks) + [schedule]
+        if opts.early_stopping:  # 'adaptive' lowers the rate where this would stop
+            callbacks.append(EarlyStopping("val_loss", patience=opts.early_stopping,
+                                           on_plateau=schedule.lower))
         return callbacks
 
     def place_weights(self, weights):
@@ -198,6 +203,7 @@ class Trainer:
         self.callbacks = self.make_callbacks()
         for cb in self.callbacks:
             cb.on_train_begin(self)
+        load_callback_states(self.callbacks, self.state.callback_states)  # [] unless continued
         if saved is not None:
             checkpoints.restore_callbacks(saved, self)
         net.set_dropout(opts.dropout)
@@ -220,6 +226,7 @@ class Trainer:
         if self.best is not None:
             self.backend.copy(self.best, net.params)
         self.state.options = continued_options(opts)
+        self.state.callback_states = callback_states(self.callbacks)
         net.training_state = self.state
         return self.history
 

@@ -8,7 +8,7 @@ import pytest
 
 import fastbp
 from fastbp import metrics, schedules
-from fastbp.callbacks import Callback, EarlyStopping
+from fastbp.callbacks import Callback, EarlyStopping, Plateau
 from fastbp.data import load
 from fastbp.optim import Nesterov
 
@@ -318,3 +318,69 @@ def test_partial_fit_continues_with_the_step_options_of_the_fit_before():
     net.partial_fit(X, y, lr=0.01)   # given: this call's, with a fresh optimizer
     assert net.training_state.optimizer is not optimizer
     assert net.training_state.optimizer.lr == 0.01
+
+
+def test_min_delta_counts_from_the_last_real_improvement():
+    """Keras's rule: 1.0, 0.95, 0.90, 0.85 with min_delta=0.1 improved by 0.15 in three
+    epochs, so patience 3 does not run out (scikit-learn's tol rule, every_gain, does)."""
+    def plateau_after(values, every_gain):
+        plateau = Plateau("val_loss", 0.1, "auto", every_gain=every_gain)
+        for value in values:
+            plateau.update({"val_loss": value})
+        return plateau
+
+    keras = plateau_after([1.0, 0.95, 0.90, 0.85], every_gain=False)
+    assert keras.wait == 0 and keras.best == 0.85 and keras.best_value == 0.85
+    sklearn_rule = plateau_after([1.0, 0.95, 0.90, 0.85], every_gain=True)
+    assert sklearn_rule.wait == 3 and sklearn_rule.best_value == 0.85
+    stalled = plateau_after([1.0, 0.95, 0.99], every_gain=False)
+    assert (stalled.wait, stalled.best, stalled.best_value) == (2, 1.0, 0.95)
+
+
+def test_adaptive_lowers_the_rate_where_early_stopping_would_stop():
+    X, y = blobs(300)
+    h = net().fit(X, y, epochs=40, lr=0.2, validation_split=0.3, early_stopping=2,
+                  lr_schedule="adaptive", verbose=0)
+    lowered = [b / a for a, b in zip(h.lr, h.lr[1:]) if b != a]
+    assert lowered and all(ratio == pytest.approx(0.2) for ratio in lowered), h.lr
+    with pytest.raises(ValueError, match="'adaptive' lowers the rate.*early_stopping=N"):
+        net().fit(X, y, epochs=2, lr_schedule="adaptive", verbose=0)
+
+
+def test_a_plateau_schedule_counts_on_across_partial_fits():
+    """partial_fit continues the schedule's and early stopping's counts: one epoch at a
+    time lowers the rate as one fit of as many epochs does."""
+    X, y = blobs(300)
+
+    def schedule():
+        return schedules.ReduceOnPlateau(monitor="val_loss", factor=0.5, patience=2,
+                                         min_delta=0.05)
+
+    whole = net().fit(X, y, epochs=12, lr=0.1, validation_data=(X, y), lr_schedule=schedule(),
+                      verbose=0)
+    stepped = net()
+    stepped.fit(X, y, epochs=1, lr=0.1, validation_data=(X, y), lr_schedule=schedule(),
+                verbose=0)
+    rates = [stepped.partial_fit(X, y, validation_data=(X, y)).lr[0] for _ in range(11)]
+    assert min(whole.lr) < 0.1 and [whole.lr[0]] + rates == whole.lr
+
+
+@pytest.mark.parametrize("options,match", [
+    (dict(lr_schedule="plateau"), "watches 'val_loss', which this run does not log"),
+    (dict(callbacks=[EarlyStopping("val_accuracy")], validation_split=0.2),
+     "watches 'val_accuracy'"),
+    (dict(metrics=["accuracy"]), "metrics are computed on the validation set"),
+    (dict(metrics=[lambda o, t, task: 0.0, lambda o, t, task: 1.0], validation_split=0.2),
+     "two metrics logged as 'val_<lambda>'"),
+    (dict(metrics=["r2"], validation_split=0.2), "'r2' is defined for regression"),
+    (dict(metrics=["top_3_accuracy"], validation_split=0.2), "over 3 classes is always 1"),
+    (dict(optimizer="lbfgs", lr_schedule="cosine"), "lbfgs' takes no learning rate"),
+])
+def test_what_a_run_watches_is_checked_before_it_starts(options, match):
+    X, y = blobs()
+    model = net()
+    before, generator = model.get_flat_params(), model.rng.bit_generator.state
+    with pytest.raises(ValueError, match=match):
+        model.fit(X, y, epochs=3, verbose=0, **options)
+    np.testing.assert_array_equal(model.get_flat_params(), before)
+    assert model.rng.bit_generator.state == generator and model.training_state is None
