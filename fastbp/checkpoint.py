@@ -90,6 +90,8 @@ class Saved:
     lr: float | None = None
     #: ``[{"kind": class name, "state": {...}}, ...]``, one per callback of the saved run
     callback_states: list = dataclasses.field(default_factory=list)
+    #: training rows stepped on (what 'invscaling' decays by; None: a version-2 file)
+    samples_seen: int | None = None
 
 
 def check_resume(resume):
@@ -159,6 +161,7 @@ def save(path, trainer, position: Position):
         "next_row": position.next_row, "loss_so_far": position.loss_so_far,
         "history": trainer.history.as_dict(), "fingerprint": trainer.fingerprint,
         "lr": trainer.lr, "callbacks": callback_states(trainer.callbacks),
+        "samples_seen": trainer.state.samples_seen,
     }
     atomic_savez(path, arrays, meta)
 
@@ -183,6 +186,10 @@ def read(path, net, opts, run_fingerprint, n_rows, resume=True) -> Saved | None:
     if meta["version"] >= 3:
         saved.lr = None if resume == OVERRIDES["lr"] else check_lr(path, meta.get("lr"))
         saved.callback_states = check_callback_states(path, meta.get("callbacks"))
+        saved.samples_seen = meta.get("samples_seen")
+        if not (is_int(saved.samples_seen) and saved.samples_seen >= 0):
+            raise FileFormatError(f"checkpoint {path!r}: samples_seen must be an integer >= 0, "
+                                  f"got {saved.samples_seen!r}")
     return saved
 
 
@@ -274,9 +281,10 @@ def parse(path, meta, arrays, net, opts, n_rows) -> Saved:
     optimizer_class = make_probe_optimizer(net, opts)
     scalars = meta["optimizer_scalars"]
     if set(scalars) != set(optimizer_class.state_scalars) or not all(
-            isinstance(v, numbers.Real) and not isinstance(v, bool) for v in scalars.values()):
-        raise FileFormatError(f"checkpoint {path!r}: optimizer_scalars must be numbers "
-                              f"{list(optimizer_class.state_scalars)}, got {scalars!r}")
+            is_int(v) and v >= 0 for v in scalars.values()):
+        raise FileFormatError(f"checkpoint {path!r}: optimizer_scalars must be step counts "
+                              f"(integers >= 0) {list(optimizer_class.state_scalars)}, got "
+                              f"{scalars!r}")
     return Saved(position, arrays["params"],
                  {k[4:]: v for k, v in arrays.items() if k.startswith("opt_")}, scalars,
                  check_rng_state(path, meta["rng_state"], net.rng),
@@ -296,10 +304,11 @@ def parse_position(path, meta, order, opts, n_train) -> Position:
     if not (is_int(epoch) and epoch >= 0):
         raise FileFormatError(f"checkpoint {path!r}: epoch must be an integer >= 0, "
                               f"got {epoch!r}")
-    if epoch > opts.epochs:
-        raise ValueError(f"checkpoint {path!r} is already at epoch {epoch}, past epochs="
-                         f"{opts.epochs}: to train on, resume with epochs > {epoch}; "
-                         "to start afresh, remove the checkpoint or use another path")
+    if epoch > opts.epochs or (epoch == opts.epochs and next_row):
+        where = f"inside epoch {epoch + 1}" if next_row else f"already at epoch {epoch}"
+        raise ValueError(f"checkpoint {path!r} is {where}, past epochs={opts.epochs}: to "
+                         f"train on, resume with epochs > {epoch}; to start afresh, remove "
+                         "the checkpoint or use another path")
     if not (is_int(next_row) and 0 <= next_row < n_train and next_row % batch == 0):
         raise FileFormatError(f"checkpoint {path!r}: next_row must be a multiple of the batch "
                               f"size {batch} in [0, {n_train}), got {next_row!r}")
@@ -364,13 +373,30 @@ def check_callback_states(path, states) -> list:
 def check_history(path, history, epochs) -> dict:
     """The saved history: the fields of :class:`~fastbp.history.History`, one entry per epoch."""
     fields = {f.name for f in dataclasses.fields(History)}
-    lists = {"epoch", "train_loss", "val_loss", "val_score", "seconds"} & fields
-    ok = set(history) == fields and all(
-        isinstance(history[k], list) and len(history[k]) == epochs for k in lists)
+    numbers_per_epoch = {"train_loss": False, "seconds": False, "lr": False, "val_loss": True,
+                         "val_score": True}  # name: whether None (no validation) may stand
+    metrics = history.get("metrics")
+    ok = (set(history) == fields and history.get("epoch") == list(range(1, epochs + 1))
+          and all(is_series(history[name], epochs, may_be_none)
+                  for name, may_be_none in numbers_per_epoch.items())
+          and isinstance(metrics, dict)
+          and all(isinstance(k, str) and is_series(v, epochs, True) for k, v in metrics.items())
+          and (history["best_epoch"] is None
+               or (is_int(history["best_epoch"]) and 1 <= history["best_epoch"] <= epochs))
+          and isinstance(history["stopped_early"], bool))
     if not ok:
         raise FileFormatError(f"checkpoint {path!r}: the history does not hold {epochs} "
                               f"epoch(s) of {sorted(fields)}")
     return history
+
+
+def is_series(values, length, may_be_none) -> bool:
+    """A list of ``length`` finite numbers (or None, where ``may_be_none``)."""
+    return isinstance(values, list) and len(values) == length and all(
+        (value is None and may_be_none) or (isinstance(value, numbers.Real)
+                                            and not isinstance(value, bool)
+                                            and math.isfinite(value))
+        for value in values)
 
 
 def restore(saved: Saved, trainer) -> Position:
@@ -383,6 +409,8 @@ def restore(saved: Saved, trainer) -> Position:
         setattr(trainer.history, key, value)
     if saved.best is not None:
         trainer.best = net.backend.asarray(saved.best, net.dtype)
+    if saved.samples_seen is not None:
+        trainer.state.samples_seen = saved.samples_seen
     return saved.position
 
 
@@ -424,6 +452,10 @@ def exclusive(path, enabled=True):
         os.close(fd)
 
 
+class CheckpointedInterrupt(KeyboardInterrupt):
+    """A Ctrl-C that training took after the step in flight, with the checkpoint written."""
+
+
 class StopRequest:
     """Records a Ctrl-C / SIGTERM so training can stop after the step in flight."""
 
@@ -436,7 +468,7 @@ class StopRequest:
     def raise_it(self):
         """The exception the signal would have raised: KeyboardInterrupt or SystemExit."""
         if self.signum == signal.SIGINT:
-            raise KeyboardInterrupt("training interrupted; checkpoint written")
+            raise CheckpointedInterrupt("training interrupted; checkpoint written")
         raise SystemExit(128 + self.signum)
 
 

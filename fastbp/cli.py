@@ -27,6 +27,7 @@ from .argtypes import figure_file, output_file
 from .backend import backend_names
 from .bench import configure_parser as configure_bench
 from .bench import run as run_bench
+from .checkpoint import CheckpointedInterrupt
 from .distributed import launcher_rank
 from .files import atomic_write
 from .init import INITS
@@ -424,8 +425,9 @@ def main(argv=None) -> int:
     except USER_ERRORS as exc:
         print(f"fastbp: error: {name_flags(one_line(exc), parser, args)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"fastbp: interrupted{checkpoint_note(args)}", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        note = checkpoint_note(args) if isinstance(exc, CheckpointedInterrupt) else ""
+        print(f"fastbp: interrupted{note}", file=sys.stderr)
         return 130
     return 0
 
@@ -490,11 +492,9 @@ def const_flags(parser, command) -> dict:
 
 
 def checkpoint_note(args) -> str:
-    """Where the checkpoint of an interrupted training went, if it wrote one."""
-    path = getattr(args, "checkpoint", None)
-    if path and os.path.exists(path):
-        return f"; checkpoint written to {path} (continue with the same command and --resume)"
-    return ""
+    """Where the checkpoint of an interrupted training went."""
+    return (f"; checkpoint written to {args.checkpoint} (continue with the same command and "
+            "--resume)")
 
 
 def closed_pipe() -> int:

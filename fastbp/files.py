@@ -21,6 +21,7 @@ Models, checkpoints, predictions, benchmark JSON and figures are all written thr
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -113,7 +114,7 @@ def create_temporary(user_path, target):
     folder, name = os.path.split(target)
     check_folder(user_path, folder)
     while True:
-        tmp = os.path.join(folder, f".{name}{TEMP_TAG}{socket.gethostname()}-{os.getpid()}-"
+        tmp = os.path.join(folder, f"{temporary_prefix(name)}{os.getpid()}-"
                                    f"{secrets.token_hex(4)}{TEMP_SUFFIX}")
         try:
             return tmp, os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
@@ -121,6 +122,22 @@ def create_temporary(user_path, target):
             continue
         except OSError as exc:
             raise naming(exc, user_path) from None
+
+
+#: the longest file name most file systems take (bytes)
+NAME_MAX = 255
+#: the bytes of a file's name kept in its temporaries' names
+KEPT_NAME = 120
+
+
+def temporary_prefix(name: str) -> str:
+    """What the temporaries of the file ``name`` are called before the writer's pid: the
+    name, or for a long one its start and a digest of the rest, so that the temporary's name
+    stays within :data:`NAME_MAX` where the file's own does."""
+    if len(name.encode()) > KEPT_NAME:
+        digest = hashlib.blake2b(name.encode(), digest_size=6).hexdigest()
+        name = name.encode()[:KEPT_NAME - 13].decode(errors="ignore") + "-" + digest
+    return f".{name}{TEMP_TAG}{socket.gethostname()[:40]}-"
 
 
 def naming(exc: OSError, user_path) -> OSError:
@@ -156,7 +173,7 @@ def remove_stale_temporaries(target):
     """Remove the temporaries of ``target`` left by killed writers (dead processes of this
     host); those of live writers, and of other hosts, stay."""
     folder, name = os.path.split(target)
-    prefix = f".{name}{TEMP_TAG}{socket.gethostname()}-"
+    prefix = temporary_prefix(name)
     try:
         entries = os.listdir(folder)
     except OSError:
@@ -184,6 +201,12 @@ def check_writable(path, what="output file") -> str:
     not a folder), else an OSError naming ``path`` and ``what`` it was to hold. Run before
     the work whose result goes there."""
     user_path = os.fspath(path)
+    try:
+        os.stat(user_path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise OSError(errno.ELOOP, f"cannot write the {what} to {user_path!r}: it is a "
+                                       "loop of symbolic links") from None
     if is_stream(user_path):
         if not os.access(user_path, os.W_OK):
             raise PermissionError(errno.EACCES, f"cannot write the {what} to {user_path!r}: "
@@ -195,8 +218,12 @@ def check_writable(path, what="output file") -> str:
         raise IsADirectoryError(errno.EISDIR, f"cannot write the {what} to {user_path!r}: "
                                               "it is a directory")
     if not os.path.isdir(folder):
-        raise FileNotFoundError(errno.ENOENT, f"cannot write the {what} to {user_path!r}: no "
-                                              f"such directory {os.path.dirname(user_path)!r}")
+        link = f" (a link to {target!r})" if os.path.islink(user_path) else ""
+        raise FileNotFoundError(errno.ENOENT, f"cannot write the {what} to {user_path!r}"
+                                              f"{link}: no such directory {folder!r}")
+    if len(os.path.basename(target).encode()) > NAME_MAX:
+        raise OSError(errno.ENAMETOOLONG, f"cannot write the {what} to {user_path!r}: the "
+                                          f"file name is longer than {NAME_MAX} bytes")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise PermissionError(errno.EACCES, f"cannot write the {what} to {user_path!r}: the "
                                             "directory is not writable")

@@ -81,6 +81,9 @@ class Adaptive(Constant):
         self.factor = checks.check_number(factor, "factor", low=1, low_open=True)
         self.min_lr = checks.check_number(min_lr, "min_lr", low=0)
 
+    def __repr__(self):
+        return f"Adaptive(factor={self.factor}, min_lr={self.min_lr})"
+
     def lower(self, run) -> bool:
         if run.lr <= self.min_lr:
             return False
@@ -141,8 +144,10 @@ class ReduceOnPlateau(WatchesPlateau, Schedule):
         return False
 
     def __repr__(self):
-        return (f"ReduceOnPlateau(monitor={self.plateau.monitor!r}, factor={self.factor}, "
-                f"patience={self.patience})")
+        p = self.plateau
+        return (f"ReduceOnPlateau(monitor={p.monitor!r}, factor={self.factor}, "
+                f"patience={self.patience}, min_delta={p.min_delta}, min_lr={self.min_lr}, "
+                f"mode={'min' if p.sign > 0 else 'max'!r})")
 
 
 class FromFunction(Schedule):

@@ -231,8 +231,11 @@ class Trainer:
         return self.history
 
     def epochs(self, position, bar, stop, checkpoint):
-        """Run the epochs after ``position``, checkpointing at the end of each."""
+        """Run the epochs after ``position``, checkpointing at the end of each (none when a
+        resumed run had stopped early already: it is over)."""
         opts = self.opts
+        if self.history.stopped_early:
+            return
         for epoch in range(position.epoch + 1, opts.epochs + 1):
             logs = self.run_epoch(epoch, bar, stop, checkpoint, position)
             position = Position(epoch)
@@ -246,6 +249,8 @@ class Trainer:
                                   self.loss_after_last_update())
             if checkpoint is not None and self.is_writer:
                 checkpoint_save(checkpoint, self, position)
+            if checkpoint is not None and self.stop_requested(stop):
+                stop.raise_it()  # asked during the epoch's last step or its validation
             if done:
                 break
 
@@ -273,7 +278,7 @@ class Trainer:
             self.step(device_order, lo, hi)
             self.state.samples_seen += hi - lo
             bar.update(1)
-            if checkpoint is not None and self.stop_requested(stop):
+            if checkpoint is not None and hi < self.n and self.stop_requested(stop):
                 position = Position(epoch - 1, hi, order, self.loss_so_far())
                 if self.is_writer:
                     checkpoint_save(checkpoint, self, position)

@@ -212,3 +212,24 @@ def test_sigkill_at_random_moments_never_leaves_a_half_written_file(tmp_path, ki
         f.write(target.read_bytes())
     check(target, tmp_path)
     assert temporaries(tmp_path) == [], "the next write removes a killed writer's temporaries"
+
+
+def test_a_long_file_name_is_written_or_refused_before_the_work(tmp_path):
+    """The temporary of a 250-byte name would pass the 255-byte limit: it is shortened; a
+    name past the limit is refused by check_writable, before the training it would lose."""
+    long_name = tmp_path / ("m" * 246 + ".npz")
+    files.atomic_write_bytes(long_name, b"model")
+    assert long_name.read_bytes() == b"model" and temporaries(tmp_path) == []
+    with pytest.raises(OSError, match="longer than 255 bytes"):
+        files.check_writable(tmp_path / ("m" * 252 + ".npz"), "model")
+
+
+def test_links_that_lead_nowhere_are_named(tmp_path):
+    loop = tmp_path / "loop"
+    os.symlink(loop, loop)
+    with pytest.raises(OSError, match="loop of symbolic links"):
+        files.check_writable(loop, "model")
+    dangling = tmp_path / "dangling"
+    os.symlink(tmp_path / "gone" / "m.npz", dangling)
+    with pytest.raises(FileNotFoundError, match=r"a link to .*gone/m.npz.*no such directory"):
+        files.check_writable(dangling, "model")

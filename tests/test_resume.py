@@ -3,6 +3,7 @@ model exactly as it was; the saved shuffle and split orders are validated; a sec
 the same checkpoint is refused."""
 
 import json
+import signal
 import threading
 
 import numpy as np
@@ -153,6 +154,12 @@ def test_corrupt_checkpoint_arrays_are_refused_and_change_nothing(tmp_path, monk
     (lambda m: m.update(rng_state={"bit_generator": "MT19937", "state": 3}), "rng_state"),
     (lambda m: m["history"].update(epoch=[1, 2, 3]), "history"),
     (lambda m: m.update(optimizer_scalars={"t": "x"}), "optimizer_scalars"),
+    (lambda m: m.update(optimizer_scalars={"t": -5}), "optimizer_scalars must be step counts"),
+    (lambda m: m["history"].update(lr=[None]), "history"),
+    (lambda m: m["history"].update(train_loss=["low"]), "history"),
+    (lambda m: m["history"].update(best_epoch=7), "history"),
+    (lambda m: m["history"].update(metrics={"val_f1": [0.5, 0.6]}), "history"),
+    (lambda m: m.update(samples_seen=-1), "samples_seen must be an integer"),
     (lambda m: m.update(version=1), "format version"),
     (lambda m: m["config"].update(sizes=[4, 7, 3]), "another architecture: sizes"),
 ])
@@ -311,3 +318,57 @@ def test_a_corrupt_learning_rate_or_callback_state_is_refused(tmp_path, edit):
         model.fit(X, Y, checkpoint=path, resume=True, validation_split=0.25,
                   early_stopping=3, **OPTIONS)
     assert_unchanged(before, model)
+
+
+def test_a_stop_during_the_last_step_of_an_epoch_resumes(tmp_path, monkeypatch):
+    """A Ctrl-C that lands in an epoch's last step (every time, with one batch an epoch)
+    finishes the epoch and writes an end-of-epoch checkpoint, which resumes exactly."""
+    options = {**OPTIONS, "batch_size": None}
+    reference = net()
+    reference.fit(X, Y, **options)
+    calls = []
+
+    def stop_in_the_second_epoch(self, stop):
+        calls.append(1)
+        if len(calls) == 2:
+            stop.signum = signal.SIGINT
+        return stop.signum is not None
+
+    path = tmp_path / "run.ckpt"
+    with monkeypatch.context() as patch:
+        patch.setattr("fastbp.trainer.Trainer.stop_requested", stop_in_the_second_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            net().fit(X, Y, checkpoint=path, **options)
+    resumed = net()
+    assert resumed.fit(X, Y, checkpoint=path, resume=True, **options).epoch == [1, 2, 3]
+    np.testing.assert_array_equal(resumed.get_flat_params(), reference.get_flat_params())
+
+
+def test_resuming_a_run_that_stopped_early_trains_no_more(tmp_path):
+    """A job killed after its run stopped early (before --save, say) and run again with
+    resume gets the same model, not more epochs."""
+    options = {**OPTIONS, "validation_split": 0.25, "early_stopping": 3, "lr": 0.05,
+               "epochs": 60}
+    path = tmp_path / "run.ckpt"
+    first = net()
+    done = first.fit(X, Y, checkpoint=path, **options)
+    assert done.stopped_early
+    again = net()
+    history = again.fit(X, Y, checkpoint=path, resume=True, **options)
+    assert history.epoch == done.epoch and history.stopped_early
+    np.testing.assert_array_equal(again.get_flat_params(), first.get_flat_params())
+
+
+def test_invscaling_resumes_with_the_samples_seen(tmp_path):
+    options = dict(optimizer="sgd", lr=0.1, lr_schedule="invscaling")
+    reference = net()
+    expected = reference.fit(X, Y, **{**OPTIONS, **options, "epochs": 4})
+    history, params = interrupted_and_resumed(tmp_path, 2, 4, **options)
+    assert history.lr == expected.lr
+    np.testing.assert_array_equal(params, reference.get_flat_params())
+
+
+def test_a_mid_epoch_checkpoint_past_the_epochs_is_refused(tmp_path, monkeypatch):
+    path = mid_epoch_checkpoint(tmp_path, monkeypatch)   # inside epoch 2
+    with pytest.raises(ValueError, match="inside epoch 2, past epochs=1"):
+        net().fit(X, Y, checkpoint=path, resume=True, **{**OPTIONS, "epochs": 1})
