@@ -379,7 +379,10 @@ def resolve(name: str = "auto") -> tuple[str, str]:
                 f"backend must be 'auto' or one of {backend_names()}, got {name!r}")
         usable, reason = probe(name)
         if not usable:
-            raise RuntimeError(f"backend {name!r} is not usable here: {reason}")
+            others = [n for n in AUTO_ORDER if n in _REGISTRY and n != name and probe(n)[0]]
+            hint = (f" (usable here: {', '.join(others)}; backend 'auto' picks the first)"
+                    if others else "")
+            raise RuntimeError(f"backend {name!r} is not usable here: {reason}{hint}")
         return name, "requested"
     skipped = []
     for candidate in AUTO_ORDER:

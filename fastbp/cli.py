@@ -13,31 +13,28 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import os
 import re
 import sys
 
 import numpy as np
 
-from . import __version__, checks, data, diagnostics, info, plots
+from . import __version__, data, diagnostics, info
 from .activations import HIDDEN_NAMES, NAMES as ACTIVATION_NAMES
-from .activations import make_hidden
 from .argtypes import figure_file, output_file
 from .backend import backend_names
 from .bench import configure_parser as configure_bench
 from .bench import run as run_bench
 from .checkpoint import CheckpointedInterrupt
 from .distributed import launcher_rank
-from .files import atomic_write
+from .files import atomic_write, check_distinct
 from .init import INITS
 from .csvfile import Columns
 from .labels import LabelCoder, class_index
 from .losses import LOSSES
-from .memory import check_fits
 from .optim import OPTIMIZERS
 from .preprocess import PREPROCESSORS
-from .fit_options import check_options
+from .train_flags import check_train_flags, fit_options, held_out
 
 #: output activation and loss for each kind of task, unless --output / --loss say otherwise
 TASK_DEFAULTS = {
@@ -125,8 +122,9 @@ def add_fit_flags(p):
                    "bf16 GEMM inputs, float32 accumulation and weights)")
     g.add_argument("--plot", metavar="CURVES.png", type=figure_file,
                    help="write the training and validation cost per epoch to this figure")
-    g.add_argument("--validation-split", type=float, default=0.1,
-                   help="fraction of the training data held out for validation (default: 0.1)")
+    g.add_argument("--validation-split", type=float, default=None,
+                   help="fraction of the training data held out for validation (default: 0.1; "
+                   "0 for a set of under 20 rows)")
     g.add_argument("--early-stopping", type=int, metavar="PATIENCE",
                    help="stop after this many epochs without a better validation loss")
     g.add_argument("--no-shuffle", action="store_true", help="keep the data order each epoch")
@@ -158,9 +156,9 @@ def build_parser() -> Parser:
     train.add_argument("--target", default="-1",
                        help="CSV target column, name or index (default: last)")
     add_header_flag(train)
-    train.add_argument("--test-size", type=float, default=0.2,
-                       help="fraction held out as the test set (default: 0.2; 0: train on "
-                       "all the data, no test score)")
+    train.add_argument("--test-size", type=float, default=None,
+                       help="fraction held out as the test set (default: 0.2, or 0 for a set "
+                       "of under 20 rows; 0: train on all the data, no test score)")
     train.add_argument("--task", choices=list(TASK_DEFAULTS),
                        help="override the task guessed from the target column (the guess is "
                        "printed)")
@@ -211,41 +209,13 @@ def add_header_flag(p):
                    "column names (default: a header if a cell of it is not a number)")
 
 
-def fit_options(args) -> dict:
-    """The options of :func:`fastbp.fit_options.check_options` that the flags give."""
-    return dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                optimizer=args.optimizer, momentum=args.momentum,
-                weight_decay=args.weight_decay, dropout=args.dropout,
-                input_noise=args.input_noise, precision=args.precision,
-                validation_split=args.validation_split or 0.0,
-                early_stopping=args.early_stopping, shuffle=not args.no_shuffle,
-                verbose=0 if args.quiet else 1)
-
-
-def check_train_flags(args):
-    """Everything the flags alone decide, before data, backend and model start up: the
-    training options, the test split, the activation names, and hidden sizes that fit in
-    memory (counting only the weights between hidden layers and their biases)."""
-    check_options(**fit_options(args))
-    checks.check_number(args.test_size, "test_size", low=0, high=1, high_open=True)
-    checks.check_seed(args.seed)
-    if args.resume and not args.checkpoint:
-        raise ValueError(f"resume={args.resume!r} needs checkpoint=RUN.ckpt to resume from")
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise ImportError(f"--plot needs Matplotlib: {plots.INSTALL_HINT}")
-    for name in args.activation.split(","):
-        make_hidden(name, leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha)
-    hidden = args.hidden
-    n_params = sum(a * b for a, b in zip(hidden, hidden[1:])) + sum(hidden)
-    check_fits(2 * n_params * (4 if args.dtype == "float32" else 8),
-               f"--hidden {','.join(map(str, hidden))} gives at least {n_params:,} "
-               "parameters, which with their gradients")
-
-
 def run_train(args):
     check_train_flags(args)
     say = (lambda *a: None) if args.quiet or launcher_rank() else print
     ds = data.load_any(args.data, args.target, args.header)
+    note = held_out(args, len(ds.X))
+    if note:
+        say(note)
     ds.task = args.task or ds.task
     say(f"task: {ds.task} ({task_source(args)})")
     data.check_range(ds.X, args.dtype, repr(args.data), ds.feature_names)
@@ -304,6 +274,8 @@ def build_network(args, ds, classes):
 def run_predict(args):
     from .io import load
 
+    check_distinct({"--output": args.predictions}, {"the model": args.model,
+                                                    "the data": args.data})
     net = load(args.model, backend=args.backend)
     classes = net.config.get("classes")
     X, y = data.load_features(args.data, args.target, args.header, trained_columns(net))
@@ -397,6 +369,7 @@ def run_export(args):
     folder = os.path.dirname(os.path.abspath(args.output))
     if not os.path.isdir(folder):
         raise CliError(f"fastbp export: error: OUT.onnx: no such directory {folder!r}")
+    check_distinct({"OUT.onnx": args.output}, {"the model": args.model})
     load(args.model, backend="numpy").to_onnx(args.output)
     print(f"wrote {args.output}", file=sys.stderr)
 

@@ -230,6 +230,21 @@ def check_writable(path, what="output file") -> str:
     return user_path
 
 
+def check_distinct(outputs: dict, inputs: dict):
+    """No two of ``outputs`` (what -> path or None) are one file, and none is one of the
+    existing files of ``inputs``, links followed: a write would destroy the other. Streams
+    (``/dev/stdout``) may be shared."""
+    seen = {}
+    for what, path in [*inputs.items(), *outputs.items()]:
+        if not path or is_stream(path) or (what in inputs and not os.path.isfile(path)):
+            continue
+        real = os.path.realpath(path)
+        if real in seen:
+            raise ValueError(f"{what} {os.fspath(path)!r} is the same file as {seen[real]}: "
+                             "writing it would destroy that; give another path")
+        seen[real] = what if what in inputs else f"{what} {os.fspath(path)!r}"
+
+
 def figure_format(path) -> str:
     """The image format of ``path`` from its extension, else a ValueError listing them."""
     ext = os.path.splitext(os.fspath(path))[1].lower().lstrip(".")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from . import checks
 from . import checkpoint as checkpoints
 from .callbacks import Callback, EarlyStopping, WatchesPlateau, as_callback
-from .files import check_writable
+from .files import check_writable, is_stream
 from .metrics import check_for_task, make_metrics
 from .optim import OPTIMIZERS
 from .schedules import Adaptive, Constant, make_schedule
@@ -188,5 +188,8 @@ def check_checkpoint(checkpoint, resume):
         raise TypeError(f"checkpoint must be a file path, got {type(checkpoint).__name__}")
     if checkpoints.check_resume(resume) and checkpoint is None:
         raise ValueError(f"resume={resume!r} needs checkpoint='path' to resume from")
+    if checkpoint is not None and is_stream(checkpoint):
+        raise ValueError(f"checkpoint must be a regular file (a resume reads it back), got "
+                         f"{os.fspath(checkpoint)!r}")
     if checkpoint is not None:
         check_writable(checkpoint, "checkpoint")

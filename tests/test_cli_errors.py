@@ -161,3 +161,46 @@ def test_a_bare_double_dash_as_a_value_is_one_clear_error(capsys, flag):
     """argparse drops ``--`` given as a value and leaves an empty list (found by hypothesis)."""
     code, err = run_main(["train", f"{flag}=--"], capsys)
     assert code == 2 and err.strip() == f"fastbp train: error: argument {flag}: expected one value"
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["train", "--save", "{d}/m.png", "--plot", "{d}/m.png"], "--plot .* same file as --save"),
+    (["train", "--save", "{d}/x", "--checkpoint", "{d}/link"], "--checkpoint .* same file"),
+    (["train", "{d}/data.npz", "--save", "{d}/data.npz"], "same file as the training data"),
+    (["train", "--checkpoint", "/dev/null"], "checkpoint must be a regular file"),
+])
+def test_outputs_that_would_destroy_an_input_or_each_other_are_refused_first(
+        argv, match, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(cli.data, "load_any", lambda *a, **k: (_ for _ in ()).throw(
+        ReachedTheData()))
+    np.savez(tmp_path / "data.npz", X=np.zeros((4, 2)), y=np.zeros(4))
+    (tmp_path / "link").symlink_to(tmp_path / "x")
+    code, err = run_main([a.format(d=tmp_path) for a in argv], capsys)
+    assert code == 2 and err.count("\n") == 1 and "error" in err
+    assert __import__("re").search(match, err), err
+
+
+def test_predict_never_writes_over_its_model(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert cli.main(["train", "xor", "--epochs", "1", "--quiet", "--save", str(model)]) == 0
+    before = model.read_bytes()
+    code, err = run_main(["predict", str(model), "xor", "-o", str(model)], capsys)
+    assert code == 2 and "same file as the model" in err and model.read_bytes() == before
+
+
+def test_a_missing_extra_for_the_model_file_is_named_before_training(capsys, monkeypatch):
+    def missing():
+        raise ImportError("safetensors model files need the safetensors package: pip install "
+                          "'fastbp[safetensors]'")
+
+    monkeypatch.setattr("fastbp.train_flags.import_safetensors", missing)
+    monkeypatch.setattr(cli.data, "load_any", lambda *a, **k: (_ for _ in ()).throw(
+        ReachedTheData()))
+    code, err = run_main(["train", "--save", "m.safetensors"], capsys)
+    assert code == 2 and "fastbp[safetensors]" in err
+
+
+def test_the_tiny_bundled_set_trains_with_the_default_flags(capsys):
+    assert cli.main(["train", "xor", "--epochs", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "4 rows are too few to hold any out" in out

@@ -69,6 +69,8 @@ def probe() -> tuple[bool, str]:
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as exc:  # CUDARuntimeError: no driver, no device
+        if _driver_version(cupy) == 0:  # CUDA calls that "insufficient" too: name it
+            return False, "no CUDA GPU answers: no NVIDIA driver is installed here"
         return False, f"no CUDA GPU answers (no NVIDIA driver or GPU here?): {exc}"
     if count == 0:
         return False, "no CUDA GPU answers: CuPy sees 0 devices"
@@ -84,6 +86,14 @@ def probe() -> tuple[bool, str]:
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     return True, (f"{props['name'].decode()} (cc {props['major']}.{props['minor']}), "
                   f"cupy {cupy.__version__}, numba-cuda {_version('numba-cuda')}")
+
+
+def _driver_version(cupy):
+    """The CUDA driver's version (0: no driver), or None where even that call fails."""
+    try:
+        return cupy.cuda.runtime.driverGetVersion()
+    except Exception:
+        return None
 
 
 def _run_tiny_kernel(cupy):
@@ -105,7 +115,7 @@ def probe_sim() -> tuple[bool, str]:
         import numba
         from numba import cuda  # noqa: F401  (numba-cuda must import)
     except ImportError as exc:
-        return False, f"{exc.name or exc} is not installed (pip install 'fastbp[gpu]')"
+        return False, f"{exc.name or exc} is not installed (pip install 'fastbp[cpu]')"
     if not _simulator_enabled():
         return False, f"the Numba CUDA simulator is off: {_HOW_TO_SIMULATE}"
     return True, f"Numba CUDA simulator (numba {numba.__version__}, " \
