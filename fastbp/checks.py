@@ -156,11 +156,25 @@ def check_param(array, name, shape):
     return array
 
 
+def check_flag(value, name: str) -> bool:
+    """A yes/no option: True or False (NumPy's too), never a string or a number read as
+    truthy ("no" would be yes)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_sequence(values, name: str, example: str) -> list:
+    """A list (or tuple, array, ...) of items: not a string, whose letters would be taken as
+    the items, nor a dict or a set, which have no order of their own."""
+    if isinstance(values, (str, bytes, dict, set, frozenset)) or not hasattr(values, "__iter__"):
+        raise TypeError(f"{name} must be a list like {example}, got {values!r}")
+    return list(values)
+
+
 def check_sizes(sizes):
     """Layer sizes: a list of at least two positive integers."""
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__iter__"):
-        raise TypeError(f"sizes must be a list of layer sizes like [64, 32, 10], got {sizes!r}")
-    sizes = list(sizes)
+    sizes = check_sequence(sizes, "sizes", "[64, 32, 10]")
     if len(sizes) < 2:
         raise ValueError(f"sizes must list at least an input and an output size, got {sizes}")
     return [check_number(s, f"sizes[{i}]", low=1, integer=True)
@@ -171,7 +185,8 @@ def check_classes(classes, n_outputs):
     """None, or a list of distinct class names (str or int) for the outputs."""
     if classes is None:
         return None
-    names = [c.item() if hasattr(c, "item") else c for c in classes]
+    names = [c.item() if hasattr(c, "item") else c
+             for c in check_sequence(classes, "classes", "['cat', 'dog']")]
     if any(not isinstance(c, (str, int)) for c in names) or len(set(names)) != len(names):
         raise ValueError(f"classes must be distinct names (str or int), got {names!r}")
     if len(names) not in (n_outputs, 2 if n_outputs == 1 else n_outputs):
@@ -196,7 +211,8 @@ def check_feature_names(names, n_features):
     """None, or a list of one name (a string) per input feature."""
     if names is None:
         return None
-    names = [check_name(n, f"feature_names[{j}]") for j, n in enumerate(names)]
+    names = [check_name(n, f"feature_names[{j}]") for j, n in
+             enumerate(check_sequence(names, "feature_names", "['age', 'height']"))]
     if len(names) != n_features:
         raise ValueError(f"feature_names must name the {n_features} inputs, got "
                          f"{len(names)} names")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import checks
+from . import checks, plots
 from .activations import HIDDEN_NAMES
 from .argtypes import figure_file
 from .backend import backend_names
@@ -108,6 +108,8 @@ def configure_parser(parser):
 
 def run(args):
     """``fastbp diagnose``: run the experiment, print the table, write the figure if asked."""
+    if args.plot:
+        plots.check_installed("--plot")
     result = init_experiment(args.layers, args.width, args.activation, args.init,
                              args.init_scale, args.samples, args.seed, args.backend)
     print(result.table())

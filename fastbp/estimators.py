@@ -49,8 +49,7 @@ import warnings
 
 import numpy as np
 
-try:
-    from scipy.sparse import issparse
+try:  # scikit-learn first: without it, its name is the one to read (SciPy comes with it)
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier as SklearnMLPClassifier
@@ -59,6 +58,7 @@ try:
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import check_classification_targets, unique_labels
     from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+    from scipy.sparse import issparse
 except ImportError as exc:  # pragma: no cover - exercised without scikit-learn
     raise ImportError(f"fastbp.MLPClassifier and MLPRegressor need scikit-learn ({exc}): "
                       f"pip install 'fastbp[sklearn]'") from None

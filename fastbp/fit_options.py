@@ -104,7 +104,7 @@ def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum
                                 high_open=True),
         early_stopping=number(early_stopping, "early_stopping", low=1, integer=True,
                               allow_none=True),
-        shuffle=bool(shuffle),
+        shuffle=checks.check_flag(shuffle, "shuffle"),
         verbose=number(verbose, "verbose", low=0, high=2, integer=True),
         callbacks=callbacks,
         precision=checks.check_choice(precision, "precision", PRECISIONS),
@@ -114,7 +114,7 @@ def check_options(epochs=50, batch_size=32, lr=0.001, optimizer="adam", momentum
         beta1=number(beta1, "beta1", low=0, high=1, high_open=True),
         beta2=number(beta2, "beta2", low=0, high=1, high_open=True),
         epsilon=number(epsilon, "epsilon", low=0, low_open=True),
-        continue_training=bool(continue_training),
+        continue_training=checks.check_flag(continue_training, "continue_training"),
         max_fun=number(max_fun, "max_fun", low=1, integer=True, allow_none=True),
         gtol=number(gtol, "gtol", low=0, allow_none=True))
     if validation_data is not None and options.validation_split:

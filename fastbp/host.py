@@ -63,9 +63,10 @@ def score(outputs, targets, task: str, weights=None) -> float:
 
 
 def dtype_name(dtype) -> str:
-    """'float32' or 'float64', else a ValueError naming the argument."""
+    """'float32' or 'float64', else a ValueError naming the argument (None too, which NumPy
+    would read as float64)."""
     try:
-        name = np.dtype(dtype).name
+        name = None if dtype is None else np.dtype(dtype).name
     except TypeError:
         name = None
     if name not in ("float32", "float64"):

@@ -26,6 +26,7 @@ import numbers
 import numpy as np
 
 from . import preprocess, safetensors_io
+from .backend import resolve
 from .files import FileFormatError, atomic_savez, read_savez
 
 FORMAT = "fastbp-mlp"
@@ -53,6 +54,7 @@ def save(net, path):
 
 def load(path, backend="auto"):
     """The :class:`~fastbp.MLP` saved at ``path``, on ``backend``."""
+    resolve(backend)  # a bad backend is the caller's mistake, not the file's
     meta, arrays = read(path)
     return build(meta["config"], arrays, backend, path)
 
@@ -183,6 +185,11 @@ def check_values(config, arrays, source="model file"):
                                   f"{array.dtype}")
         if not np.isfinite(array).all():
             raise FileFormatError(f"{source!r}: array {name!r} holds NaN or inf")
+        dtype = config.get("dtype")
+        limit = np.finfo(dtype).max if dtype in ("float32", "float64") else np.inf
+        if array.dtype.kind == "f" and array.size and np.abs(array).max() > limit:
+            raise FileFormatError(f"{source!r}: array {name!r} holds values beyond the "
+                                  f"model's {config.get('dtype')} range")
     std = arrays.get("standardizer_std")
     if std is not None and not (std > 0).all():
         raise FileFormatError(f"{source!r}: standardizer_std must be positive, got "

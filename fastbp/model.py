@@ -64,8 +64,8 @@ class MLP:
                  maxout_pieces=2, prelu_init=0.25, classes=None, feature_names=None,
                  target_name=None):
         self.sizes = checks.check_sizes(sizes)
-        preprocess = check_preprocess(None if standardize and preprocess == "auto"
-                                      else preprocess, standardize)
+        preprocess = check_preprocess("standardize" if standardize is True and preprocess
+                                      == "auto" else preprocess, standardize)
         self.config = dict(
             sizes=self.sizes, activation=activation, output=output, loss=loss, init=init,
             init_scale=init_scale, dtype=host.dtype_name(dtype), seed=seed,

@@ -15,6 +15,15 @@ INSTALL_HINT = "pip install matplotlib (or pip install 'fastbp[plot]')"
 HISTOGRAM_BINS = 50
 
 
+def check_installed(flag: str):
+    """Before the work whose figure ``flag`` asks for: Matplotlib is there, else an
+    ImportError naming the install (checked by name: Matplotlib is not imported)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        raise ImportError(f"{flag} needs Matplotlib: {INSTALL_HINT}")
+
+
 def new_figure(**kwargs):
     """A Matplotlib ``Figure`` (not tied to pyplot), or an ImportError saying what to install."""
     try:

@@ -118,10 +118,12 @@ def affine_map(preprocessor, n_features: int):
 
 
 def check_preprocess(preprocess, standardize: bool):
-    """The preprocessor name (or None) from ``preprocess=`` and its alias ``standardize=True``."""
+    """The preprocessor name (or None) from ``preprocess=`` and its alias ``standardize=True``
+    (which ``preprocess`` must then leave at "auto" or say "standardize" too)."""
+    checks.check_flag(standardize, "standardize")
     if preprocess is not None:
         checks.check_choice(preprocess, "preprocess", PREPROCESSORS)
-    if standardize and preprocess not in (None, "standardize"):
+    if standardize and preprocess not in ("standardize",):
         raise ValueError(f"standardize=True means preprocess='standardize'; got both "
                          f"standardize=True and preprocess={preprocess!r}: give one")
     return "standardize" if standardize else preprocess

@@ -6,8 +6,6 @@ other output (``--save m.png --plot m.png`` would replace the model by the figur
 
 from __future__ import annotations
 
-import importlib.util
-
 from . import checks, plots
 from .activations import make_hidden
 from .backend import resolve
@@ -40,8 +38,8 @@ def check_train_flags(args):
         checks.check_number(args.test_size, "test_size", low=0, high=1, high_open=True)
     checks.check_seed(args.seed)
     check_checkpoint(args.checkpoint, args.resume)
-    if args.plot and importlib.util.find_spec("matplotlib") is None:
-        raise ImportError(f"--plot needs Matplotlib: {plots.INSTALL_HINT}")
+    if args.plot:
+        plots.check_installed("--plot")
     if args.save and is_safetensors(args.save):
         import_safetensors()  # the extra, named, before training rather than after
     check_distinct({"--save": args.save, "--plot": args.plot, "--checkpoint": args.checkpoint},

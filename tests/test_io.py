@@ -98,3 +98,23 @@ def test_a_loaded_model_keeps_the_choice_of_preprocess_auto(tmp_path):
     loaded = fastbp.load(tmp_path / "m.npz", backend="numpy")
     loaded.fit(X * 1000, (X[:, 0] > 0).astype(int), epochs=1, verbose=0)  # badly scaled now
     assert loaded.preprocessor is None
+
+
+def test_float64_weights_beyond_a_float32_model_are_refused(trained, tmp_path):
+    net, _ = trained
+    path = tmp_path / "model.npz"
+    net.save(path)
+    with np.load(path) as f:
+        arrays = dict(f)
+    arrays["W_1"] = arrays["W_1"].astype(np.float64) * 1e300
+    np.savez(path, **arrays)
+    with pytest.raises(fastbp.files.FileFormatError, match="W_1.*beyond the model's float32"):
+        fastbp.load(path)
+
+
+def test_a_bad_backend_is_the_callers_error_not_the_files(trained, tmp_path):
+    net, _ = trained
+    net.save(tmp_path / "model.npz")
+    with pytest.raises(ValueError, match="backend must be") as info:
+        fastbp.load(tmp_path / "model.npz", backend="bad")
+    assert not isinstance(info.value, fastbp.files.FileFormatError)

@@ -38,6 +38,13 @@ y = np.array([0, 1] * 5)
     (dict(leaky_slope=2.0), "leaky_slope"),
     (dict(elu_alpha=0.0), "elu_alpha"),
     (dict(sizes=[3, 4, 1]), "softmax' over 1 unit is always 1"),
+    (dict(dtype=None), "dtype must be 'float32' or 'float64', got None"),
+    (dict(standardize="yes"), "standardize must be True or False"),
+    (dict(standardize=True, preprocess=None), "give one"),
+    (dict(classes="ab"), r"classes must be a list like \['cat', 'dog'\], got 'ab'"),
+    (dict(feature_names="abc"), "feature_names must be a list"),
+    (dict(feature_names=5), "feature_names must be a list"),
+    (dict(sizes={3: 1, 2: 1}), "sizes must be a list"),
     (dict(sizes=[3, 1], loss="mse"), "softmax' over 1 unit"),
 ])
 def test_bad_constructor_arguments(kwargs, match):
@@ -77,6 +84,7 @@ BAD_FIT = [
     (dict(verbose=5), "verbose"),
     (dict(callbacks=[1]), "callbacks"),
     (dict(callbacks=3), "callbacks must be a list"),
+    (dict(shuffle="no"), "shuffle must be True or False"),
     (dict(epoch=3), r"fit\(\) got an unexpected keyword argument 'epoch' \(did you mean "
                     r"'epochs'\?\)"),
     (dict(sample_weights=np.ones(10)), "did you mean 'sample_weight'"),
