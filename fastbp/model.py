@@ -28,7 +28,7 @@ from .layers import Dense, Maxout, PReLU
 from .losses import make_loss
 from .memory import check_fits
 from .preprocess import check_preprocess, choose_auto, make_preprocessor
-from .sparse import is_row_source
+from .sparse import as_row_source, check_row_source, is_row_source
 from .weights import column_moments, standardizer
 
 #: rows per chunk when predicting, to bound device memory
@@ -297,7 +297,12 @@ class MLP:
 
     def prepare(self, X, name="X"):
         """Validated, preprocessed features: on the backend's device if ``X`` is there
-        already, else on the host (:func:`fastbp.arrays.to_array` takes any array type)."""
+        already, else on the host (:func:`fastbp.arrays.to_array` takes any array type);
+        sparse features as a :class:`~fastbp.sparse.SparseRows`, densified chunk by chunk."""
+        X = as_row_source(X)
+        if is_row_source(X):
+            X = check_row_source(X, self.sizes[0], name)
+            return X if self.preprocessor is None else X.transformed(self.preprocessor)
         X = checks.check_features(X, self.sizes[0], name, self.backend, self.dtype,
                                   feature_names=self.config["feature_names"])
         return X if self.preprocessor is None else preprocess.transform(self.preprocessor, X)

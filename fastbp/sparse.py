@@ -1,7 +1,8 @@
 """Sparse (CSR) features, densified batch by batch, never whole.
 
-:class:`SparseRows` wraps a SciPy CSR matrix (or anything with ``tocsr()``) for
-:func:`fastbp.train.fit`: the training loop streams it from the host like a data set too big
+:class:`SparseRows` wraps a SciPy CSR matrix (or anything with ``tocsr()``; a SciPy sparse
+matrix or array given to ``fit``, ``predict``, ``score`` ... is wrapped by
+:func:`as_row_source`) for :func:`fastbp.train.fit`: the training loop streams it from the host like a data set too big
 for the device, and every minibatch is ``rows[index]``: those rows densified (``toarray``) and,
 with a preprocessor, transformed -- so the dense copy is one batch. Validation and prediction
 read it in chunks the same way.
@@ -68,3 +69,24 @@ def is_row_source(X) -> bool:
 def take(X, rows):
     """Rows ``rows`` of ``X``: a sparse subset of a row source, else ``X[rows]``."""
     return X.subset(rows) if is_row_source(X) else X[rows]
+
+
+def as_row_source(X):
+    """A SciPy sparse matrix or array as :class:`SparseRows`; anything else as it is (SciPy is
+    not imported for this)."""
+    is_scipy_sparse = (type(X).__module__.startswith("scipy.sparse") and hasattr(X, "tocsr")
+                       and not is_row_source(X))
+    return SparseRows(X) if is_scipy_sparse else X
+
+
+def check_row_source(X, n_features: int, name: str):
+    """A row source with ``n_features`` columns, a row, and finite stored values."""
+    if X.shape[1] != n_features or X.shape[0] == 0:
+        raise ValueError(f"{name} must have {n_features} features (columns) and a sample, "
+                         f"got shape {X.shape}")
+    values = X.matrix.data
+    if values.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must hold real numbers, got dtype {values.dtype}")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} must be finite; its stored values hold NaN or inf")
+    return X

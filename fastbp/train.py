@@ -19,7 +19,7 @@ from .distributed import make_communicator
 from .fit_options import check_backend_options, check_checkpoint, check_options
 from .history import History
 from .lbfgs import LbfgsTrainer
-from .sparse import is_row_source, take
+from .sparse import as_row_source, check_row_source, is_row_source, take
 from .trainer import Trainer
 from .weights import check_sample_weight, row_weights
 
@@ -104,9 +104,11 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
     trainer."""
     minibatches_here = comm is None and opts.optimizer != "lbfgs"  # the plain Trainer's loop
     columns = checks.frame_columns(X)
-    X, Y = check_data(net, X, y, keep_integers=minibatches_here)
+    X, Y = check_data(net, as_row_source(X), y, keep_integers=minibatches_here)
+    check_row_source_options(net, opts, X)
     if sample_weight is not None:
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
+    row_weights(sample_weight, opts.class_weight, Y, net.task)  # refused before the split
     validation = check_validation_data(net, validation_data,
                                        net.config["feature_names"] or columns)
     run_id = (None if checkpoint is None
@@ -125,9 +127,6 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
     if net.preprocessor is not None:
         X, val = (X if on_batches else preprocessed(net.preprocessor, X)), val and (
             preprocessed(net.preprocessor, val[0]), *val[1:])
-    if opts.optimizer == "lbfgs" and is_row_source(X):
-        raise ValueError("optimizer='lbfgs' is full-batch and needs dense X; sparse input "
-                         "trains with the minibatch optimizers")
     if opts.optimizer == "lbfgs":
         return LbfgsTrainer(net, opts, X, Y, val, weights).run()
     trainer = (DistributedTrainer(net, opts, X, Y, val, comm) if comm is not None
@@ -135,6 +134,20 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
                             standardizer=net.preprocessor if on_batches else None))
     trainer.fingerprint, trainer.split_order = run_id, split_order
     return trainer.run(checkpoint, saved)
+
+
+def check_row_source_options(net, opts, X):
+    """What sparse features cannot train with, refused before the split and the
+    preprocessor change anything."""
+    if not is_row_source(X):
+        return
+    if opts.optimizer == "lbfgs":
+        raise ValueError("optimizer='lbfgs' is full-batch and needs dense X; sparse input "
+                         "trains with the minibatch optimizers")
+    name = net.config["preprocess"]
+    if net.preprocessor is None and name in ("pca", "zca"):
+        raise ValueError(f"preprocess={name!r} needs dense features; sparse input takes "
+                         f"'standardize', 'auto' or None")
 
 
 def check_data(net, X, y, keep_integers=False):
@@ -163,17 +176,11 @@ def check_validation_data(net, validation_data, feature_names=None):
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("validation_data must be a pair (X_val, y_val)")
-    X_val = checks.check_features(validation_data[0], net.sizes[0], "X_val", net.backend,
-                                  net.dtype, feature_names=feature_names)
+    X_val = as_row_source(validation_data[0])
+    X_val = (check_row_source(X_val, net.sizes[0], "X_val") if is_row_source(X_val)
+             else checks.check_features(X_val, net.sizes[0], "X_val", net.backend, net.dtype,
+                                        feature_names=feature_names))
     return X_val, net.targets(validation_data[1], X_val.shape[0], "y_val")
-
-
-def check_row_source(X, n_features, name):
-    """A row source (sparse input) with ``n_features`` columns and a sample."""
-    if X.shape[1] != n_features or X.shape[0] == 0:
-        raise ValueError(f"{name} must have {n_features} features (columns) and a sample, "
-                         f"got shape {X.shape}")
-    return X
 
 
 def host_data(backend):

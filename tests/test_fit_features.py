@@ -384,3 +384,48 @@ def test_what_a_run_watches_is_checked_before_it_starts(options, match):
         model.fit(X, y, epochs=3, verbose=0, **options)
     np.testing.assert_array_equal(model.get_flat_params(), before)
     assert model.rng.bit_generator.state == generator and model.training_state is None
+
+
+def test_scipy_sparse_features_fit_predict_and_validate_as_dense():
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = blobs()
+    X[X < 0.5] = 0.0
+    dense, sparse_net = net(), net()
+    expected = dense.fit(X, y, epochs=2, validation_data=(X, y), verbose=0)
+    history = sparse_net.fit(sparse.csr_matrix(X), y, epochs=2,
+                             validation_data=(sparse.csr_array(X), y), verbose=0)
+    np.testing.assert_allclose(sparse_net.get_flat_params(), dense.get_flat_params(),
+                               rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(history.val_loss, expected.val_loss, rtol=1e-9)
+    for matrix in (sparse.csr_matrix(X), sparse.csc_matrix(X)):
+        np.testing.assert_allclose(sparse_net.predict_proba(matrix), dense.predict_proba(X),
+                                   rtol=1e-9)
+        assert sparse_net.score(matrix, y) == dense.score(X, y)
+    with pytest.raises(ValueError, match="must have 4 features"):
+        sparse_net.predict(sparse.csr_matrix(X[:, :3]))
+
+
+@pytest.mark.parametrize("options,match", [
+    (dict(optimizer="lbfgs"), "lbfgs' is full-batch and needs dense X"),
+    (dict(model=dict(preprocess="pca")), "preprocess='pca' needs dense features"),
+])
+def test_what_sparse_input_cannot_train_with_is_refused_before_anything_changes(options,
+                                                                               match):
+    sparse = pytest.importorskip("scipy.sparse")
+    X, y = blobs()
+    model = net(**options.pop("model", {}))
+    generator = model.rng.bit_generator.state
+    with pytest.raises(ValueError, match=match):
+        model.fit(sparse.csr_matrix(X), y, epochs=1, validation_split=0.2, verbose=0,
+                  **options)
+    assert model.rng.bit_generator.state == generator and model.preprocessor is None
+    assert not model.auto_decided
+
+
+def test_a_bad_class_weight_is_refused_before_the_split_draws_rows():
+    X, y = blobs()
+    model = net()
+    generator = model.rng.bit_generator.state
+    with pytest.raises((ValueError, TypeError), match="class_weight"):
+        model.fit(X, y, epochs=1, validation_split=0.2, class_weight={5: 1.0}, verbose=0)
+    assert model.rng.bit_generator.state == generator
