@@ -2,10 +2,10 @@
 
 :class:`SparseRows` wraps a SciPy CSR matrix (or anything with ``tocsr()``; a SciPy sparse
 matrix or array given to ``fit``, ``predict``, ``score`` ... is wrapped by
-:func:`as_row_source`) for :func:`fastbp.train.fit`: the training loop streams it from the host like a data set too big
-for the device, and every minibatch is ``rows[index]``: those rows densified (``toarray``) and,
-with a preprocessor, transformed -- so the dense copy is one batch. Validation and prediction
-read it in chunks the same way.
+:func:`as_row_source`) for :func:`fastbp.train.fit`: the training loop streams it from the
+host like a data set too big for the device, and every minibatch is ``rows[index]``: those
+rows densified (``toarray``) and, with a preprocessor, transformed -- so the dense copy is one
+batch. Validation and prediction read it in chunks the same way.
 """
 
 from __future__ import annotations

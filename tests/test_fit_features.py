@@ -409,8 +409,7 @@ def test_scipy_sparse_features_fit_predict_and_validate_as_dense():
     (dict(optimizer="lbfgs"), "lbfgs' is full-batch and needs dense X"),
     (dict(model=dict(preprocess="pca")), "preprocess='pca' needs dense features"),
 ])
-def test_what_sparse_input_cannot_train_with_is_refused_before_anything_changes(options,
-                                                                               match):
+def test_what_sparse_input_cannot_train_with_is_refused_first(options, match):
     sparse = pytest.importorskip("scipy.sparse")
     X, y = blobs()
     model = net(**options.pop("model", {}))
