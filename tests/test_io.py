@@ -77,14 +77,19 @@ def test_missing_file(tmp_path):
         fastbp.load(tmp_path / "nope.npz")
 
 
-def test_weights_that_do_not_match_the_config(trained, tmp_path):
-    net, _ = trained
-    path = tmp_path / "model.npz"
+def saved_with(net, path, **replaced):
+    """``net`` saved to ``path`` with the arrays ``replaced`` (name: function of the saved
+    array) written over it by hand."""
     net.save(path)
     with np.load(path) as f:
         arrays = dict(f)
-    arrays["W_2"] = np.ones((2, 2))
+    arrays.update({name: edit(arrays[name]) for name, edit in replaced.items()})
     np.savez(path, **arrays)
+    return path
+
+
+def test_weights_that_do_not_match_the_config(trained, tmp_path):
+    path = saved_with(trained[0], tmp_path / "model.npz", W_2=lambda W: np.ones((2, 2)))
     with pytest.raises(ValueError, match="W_2"):
         fastbp.load(path)
 
@@ -101,13 +106,8 @@ def test_a_loaded_model_keeps_the_choice_of_preprocess_auto(tmp_path):
 
 
 def test_float64_weights_beyond_a_float32_model_are_refused(trained, tmp_path):
-    net, _ = trained
-    path = tmp_path / "model.npz"
-    net.save(path)
-    with np.load(path) as f:
-        arrays = dict(f)
-    arrays["W_1"] = arrays["W_1"].astype(np.float64) * 1e300
-    np.savez(path, **arrays)
+    path = saved_with(trained[0], tmp_path / "model.npz",
+                      W_1=lambda W: W.astype(np.float64) * 1e300)
     with pytest.raises(fastbp.files.FileFormatError, match="W_1.*beyond the model's float32"):
         fastbp.load(path)
 
