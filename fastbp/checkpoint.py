@@ -312,8 +312,7 @@ def parse_position(path, meta, order, opts, n_train) -> Position:
     if not (is_int(next_row) and 0 <= next_row < n_train and next_row % batch == 0):
         raise FileFormatError(f"checkpoint {path!r}: next_row must be a multiple of the batch "
                               f"size {batch} in [0, {n_train}), got {next_row!r}")
-    if not (isinstance(loss, (int, float)) and not isinstance(loss, bool)
-            and math.isfinite(loss)):
+    if not is_finite_number(loss):
         raise FileFormatError(f"checkpoint {path!r}: loss_so_far must be a finite number, "
                               f"got {loss!r}")
     if next_row and opts.shuffle:
@@ -329,6 +328,15 @@ def parse_position(path, meta, order, opts, n_train) -> Position:
 
 def is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """A JSON number (a bool is not one)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_finite_number(value) -> bool:
+    return is_number(value) and math.isfinite(value)
 
 
 def check_permutation(path, name, order, n):
@@ -350,8 +358,7 @@ def check_rng_state(path, state, rng) -> dict:
 
 
 def check_lr(path, lr) -> float:
-    if not (isinstance(lr, numbers.Real) and not isinstance(lr, bool) and math.isfinite(lr)
-            and lr > 0):
+    if not (is_finite_number(lr) and lr > 0):
         raise FileFormatError(f"checkpoint {path!r}: lr must be a number > 0, got {lr!r}")
     return lr
 
@@ -361,7 +368,7 @@ def check_callback_states(path, states) -> list:
     def is_entry(entry):
         return (isinstance(entry, dict) and set(entry) == {"kind", "state"}
                 and isinstance(entry["kind"], str) and isinstance(entry["state"], dict)
-                and all(v is None or (isinstance(v, numbers.Real) and not isinstance(v, bool))
+                and all(v is None or is_number(v)
                         for v in entry["state"].values()))
 
     if not (isinstance(states, list) and all(map(is_entry, states))):
@@ -393,10 +400,7 @@ def check_history(path, history, epochs) -> dict:
 def is_series(values, length, may_be_none) -> bool:
     """A list of ``length`` finite numbers (or None, where ``may_be_none``)."""
     return isinstance(values, list) and len(values) == length and all(
-        (value is None and may_be_none) or (isinstance(value, numbers.Real)
-                                            and not isinstance(value, bool)
-                                            and math.isfinite(value))
-        for value in values)
+        (value is None and may_be_none) or is_finite_number(value) for value in values)
 
 
 def restore(saved: Saved, trainer) -> Position:

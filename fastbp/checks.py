@@ -14,6 +14,7 @@ import numbers
 import numpy as np
 
 from .arrays import as_float_array, check_finite, first_index, is_pandas
+from .sparse import as_row_source, check_row_source, is_row_source
 
 __all__ = ["as_float_array", "check_finite", "check_features", "check_targets",
            "class_targets", "check_number", "check_choice"]
@@ -37,6 +38,17 @@ def check_features(X, n_features: int, name: str = "X", backend=None, dtype=None
             f"{name} must have {n_features} features (columns), got {X.shape[1]}")
     check_finite(X, name, dtype)
     return X
+
+
+def check_features_or_rows(X, n_features: int, name: str = "X", backend=None, dtype=None,
+                           keep_exact_integers=False, feature_names=None):
+    """:func:`check_features` for dense ``X``; sparse features (SciPy, or a
+    :class:`~fastbp.sparse.SparseRows`) come back as a checked row source, never densified."""
+    X = as_row_source(X)
+    if is_row_source(X):
+        return check_row_source(X, n_features, name)
+    return check_features(X, n_features, name, backend, dtype, keep_exact_integers,
+                          feature_names)
 
 
 def frame_columns(X) -> list | None:

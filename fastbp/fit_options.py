@@ -18,7 +18,7 @@ from .files import check_writable, is_stream
 from .metrics import check_for_task, make_metrics
 from .optim import OPTIMIZERS
 from .schedules import Adaptive, Constant, make_schedule
-from .weights import check_class_weight
+from .weights import check_class_weight, check_class_weight_for
 
 #: GEMM precisions a fit may ask for ("tf32": float32 GEMMs on TF32 tensor cores, GPU only;
 #: "bf16": bf16 GEMM inputs, float32 accumulation, weights and optimizer state)
@@ -135,9 +135,9 @@ def check_steering(options: FitOptions, has_validation: bool):
     schedule = make_schedule(options.lr_schedule)
     if options.optimizer == "lbfgs" and not isinstance(schedule, Constant):
         raise ValueError("optimizer='lbfgs' takes no learning rate, so no lr_schedule")
-    stoppers = [cb for cb in options.callbacks if isinstance(cb, EarlyStopping)]
     if isinstance(schedule, Adaptive) and not options.early_stopping and not any(
-            cb.on_plateau is not None for cb in stoppers):
+            isinstance(cb, EarlyStopping) and cb.on_plateau is not None
+            for cb in options.callbacks):
         raise ValueError("lr_schedule='adaptive' lowers the rate where early stopping would "
                          "stop: give early_stopping=N (and a validation set)")
     logs = {"loss", "lr", "seconds"}
@@ -145,10 +145,9 @@ def check_steering(options: FitOptions, has_validation: bool):
         logs |= {"val_loss", "val_score"} | {f"val_{name}" for name in
                                              make_metrics(options.metrics)}
     for watcher in [schedule, *options.callbacks]:
-        plateau = getattr(watcher, "plateau", None)
-        if isinstance(watcher, WatchesPlateau) and plateau.monitor not in logs:
-            raise ValueError(f"{watcher!r} watches {plateau.monitor!r}, which this run does "
-                             f"not log; it logs {sorted(logs)}"
+        if isinstance(watcher, WatchesPlateau) and watcher.plateau.monitor not in logs:
+            raise ValueError(f"{watcher!r} watches {watcher.plateau.monitor!r}, which this "
+                             f"run does not log; it logs {sorted(logs)}"
                              + ("" if has_validation else " (val_* need a validation set)"))
 
 
@@ -164,6 +163,7 @@ def check_backend_options(opts, net, checkpoint, distributed):
     """Options that depend on the network's backend, dtype and task, or exclude each
     other."""
     check_for_task(opts.metrics, net.task, net.sizes[-1])
+    check_class_weight_for(opts.class_weight, net.task, net.sizes[-1])
     backend = net.backend
     if opts.precision not in backend.precisions:
         why = getattr(backend, "unavailable_precisions", {}).get(opts.precision)

@@ -28,7 +28,7 @@ from .layers import Dense, Maxout, PReLU
 from .losses import make_loss
 from .memory import check_fits
 from .preprocess import check_preprocess, choose_auto, make_preprocessor
-from .sparse import as_row_source, check_row_source, is_row_source
+from .sparse import is_row_source
 from .weights import column_moments, standardizer
 
 #: rows per chunk when predicting, to bound device memory
@@ -299,13 +299,12 @@ class MLP:
         """Validated, preprocessed features: on the backend's device if ``X`` is there
         already, else on the host (:func:`fastbp.arrays.to_array` takes any array type);
         sparse features as a :class:`~fastbp.sparse.SparseRows`, densified chunk by chunk."""
-        X = as_row_source(X)
-        if is_row_source(X):
-            X = check_row_source(X, self.sizes[0], name)
-            return X if self.preprocessor is None else X.transformed(self.preprocessor)
-        X = checks.check_features(X, self.sizes[0], name, self.backend, self.dtype,
-                                  feature_names=self.config["feature_names"])
-        return X if self.preprocessor is None else preprocess.transform(self.preprocessor, X)
+        X = checks.check_features_or_rows(X, self.sizes[0], name, self.backend, self.dtype,
+                                          feature_names=self.config["feature_names"])
+        if self.preprocessor is None:
+            return X
+        return (X.transformed(self.preprocessor) if is_row_source(X)
+                else preprocess.transform(self.preprocessor, X))
 
     def targets(self, y, n_samples, name="y"):
         """Validated targets as an ``(N, n_outputs)`` matrix (where ``y`` is, as for ``X``)."""

@@ -19,7 +19,7 @@ from .distributed import make_communicator
 from .fit_options import check_backend_options, check_checkpoint, check_options
 from .history import History
 from .lbfgs import LbfgsTrainer
-from .sparse import as_row_source, check_row_source, is_row_source, take
+from .sparse import is_row_source, take
 from .trainer import Trainer
 from .weights import check_sample_weight, row_weights
 
@@ -104,11 +104,10 @@ def fit_checked(net, opts, X, y, sample_weight, validation_data, checkpoint, res
     trainer."""
     minibatches_here = comm is None and opts.optimizer != "lbfgs"  # the plain Trainer's loop
     columns = checks.frame_columns(X)
-    X, Y = check_data(net, as_row_source(X), y, keep_integers=minibatches_here)
+    X, Y = check_data(net, X, y, keep_integers=minibatches_here)
     check_row_source_options(net, opts, X)
     if sample_weight is not None:
         sample_weight = check_sample_weight(sample_weight, X.shape[0])
-    row_weights(sample_weight, opts.class_weight, Y, net.task)  # refused before the split
     validation = check_validation_data(net, validation_data,
                                        net.config["feature_names"] or columns)
     run_id = (None if checkpoint is None
@@ -156,10 +155,9 @@ def check_data(net, X, y, keep_integers=False):
     ``keep_integers`` so do host integers that the model's dtype holds exactly (``uint8``
     pixels): the trainer converts each batch as it gathers it, and the set is never copied
     whole into floats (188 MB for 60000x784 in float32)."""
-    X = (check_row_source(X, net.sizes[0], "X") if is_row_source(X)
-         else checks.check_features(X, net.sizes[0], "X", net.backend, net.dtype,
-                                    keep_exact_integers=keep_integers,
-                                    feature_names=net.config["feature_names"]))
+    X = checks.check_features_or_rows(X, net.sizes[0], "X", net.backend, net.dtype,
+                                      keep_exact_integers=keep_integers,
+                                      feature_names=net.config["feature_names"])
     return X, net.targets(y, X.shape[0], "y")
 
 
@@ -176,10 +174,8 @@ def check_validation_data(net, validation_data, feature_names=None):
         return None
     if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
         raise ValueError("validation_data must be a pair (X_val, y_val)")
-    X_val = as_row_source(validation_data[0])
-    X_val = (check_row_source(X_val, net.sizes[0], "X_val") if is_row_source(X_val)
-             else checks.check_features(X_val, net.sizes[0], "X_val", net.backend, net.dtype,
-                                        feature_names=feature_names))
+    X_val = checks.check_features_or_rows(validation_data[0], net.sizes[0], "X_val",
+                                          net.backend, net.dtype, feature_names=feature_names)
     return X_val, net.targets(validation_data[1], X_val.shape[0], "y_val")
 
 

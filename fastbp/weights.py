@@ -55,12 +55,25 @@ def check_class_weight(class_weight):
     return class_weight
 
 
+def check_class_weight_for(class_weight, task, n_outputs):
+    """``class_weight`` fits a network of ``task`` with ``n_outputs`` outputs: a classifier,
+    and class indices below its number of classes (before any data is touched)."""
+    if class_weight is None:
+        return
+    if task == "regression":
+        raise ValueError("class_weight needs a classifier; this network does regression")
+    n_classes = max(n_outputs, 2)
+    unknown = [] if class_weight == "balanced" else [k for k in class_weight if k >= n_classes]
+    if unknown:
+        raise ValueError(f"class_weight has class index {unknown[0]}, the network has "
+                         f"{n_classes} classes (0..{n_classes - 1})")
+
+
 def class_weights(class_weight, Y, task):
     """Per-row weights ``c_{k_i}`` (N,), or None without ``class_weight``."""
     if class_weight is None:
         return None
-    if task == "regression":
-        raise ValueError("class_weight needs a classifier; this network does regression")
+    check_class_weight_for(class_weight, task, Y.shape[1])
     labels = class_column(Y, task)
     n_classes = max(Y.shape[1], 2)
     if class_weight == "balanced":
@@ -69,10 +82,6 @@ def class_weights(class_weight, Y, task):
         per_class = np.zeros(n_classes)
         per_class[present] = len(labels) / (present.sum() * counts[present])
     else:
-        unknown = [k for k in class_weight if k >= n_classes]
-        if unknown:
-            raise ValueError(f"class_weight has class index {unknown[0]}, the network has "
-                             f"{n_classes} classes (0..{n_classes - 1})")
         per_class = np.array([float(class_weight.get(k, 1.0)) for k in range(n_classes)])
     return per_class[labels]
 
