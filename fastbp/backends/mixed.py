@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .host_memory import aligned_empty
+
 BF16 = "bf16"
 #: a bf16 number is stored as the upper 16 bits of a float32
 BF16_STORAGE = np.uint16
@@ -74,7 +76,7 @@ class Bf16Copies:
         """A bf16 buffer of ``shape``: a spare one, else a new one."""
         self.shapes_used.add(shape)
         spare = self.spare.get(shape)
-        return spare.pop() if spare else np.empty(shape, BF16_STORAGE)
+        return spare.pop() if spare else aligned_empty(shape, BF16_STORAGE)
 
     def output_for(self, x):
         """The buffer a fused pass writes ``bf16(x)`` into, alongside ``x``."""

@@ -11,6 +11,7 @@ from .. import kernels
 from ..backend import KernelBackend
 from ..kernels import reference
 from . import gemm
+from .host_memory import aligned_empty, aligned_zeros
 from .mixed import Bf16Copies, MixedPrecisionOps
 
 
@@ -24,6 +25,12 @@ class NumpyBackend(MixedPrecisionOps, KernelBackend):
     def __init__(self):
         self.gemms = gemm.select(gemm.cores())
         self.bf16_copies = Bf16Copies()
+
+    def empty(self, shape, dtype):
+        return aligned_empty(shape, dtype)
+
+    def zeros(self, shape, dtype):
+        return aligned_zeros(shape, dtype)
 
     def matmul(self, a, b, out):
         return self.gemms.fp32.matmul(a, b, out)
