@@ -43,11 +43,20 @@ class History:
         return len(self.epoch)
 
 
+def format_seconds(seconds: float) -> str:
+    """``12.3s``, ``1.23s``, or milliseconds below a second (``45ms``, ``4.5ms``, ``0.45ms``): an epoch of a
+    small net takes a few milliseconds, which ``0.00s`` hid."""
+    if seconds >= 1:
+        return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
+    ms = seconds * 1e3
+    return f"{ms:.{2 if ms < 1 else 1 if ms < 10 else 0}f}ms"
+
+
 def format_logs(epoch, epochs, logs, task) -> str:
-    """``epoch  3/20  loss 0.1234  val_loss 0.2345  val_acc 0.9700  0.12s``"""
+    """``epoch  3/20  loss 0.1234  val_loss 0.2345  val_acc 0.9700  120ms``"""
     parts = [f"epoch {epoch:>{len(str(epochs))}}/{epochs}", f"loss {logs['loss']:.4f}"]
     if "val_loss" in logs:
         score = "val_r2" if task == "regression" else "val_acc"
         parts += [f"val_loss {logs['val_loss']:.4f}", f"{score} {logs['val_score']:.4f}"]
-    parts.append(f"{logs['seconds']:.2f}s")
+    parts.append(format_seconds(logs["seconds"]))
     return "  ".join(parts)

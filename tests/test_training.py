@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastbp
 from fastbp.data import load, train_test_split
@@ -184,6 +186,53 @@ def test_progress_bar_and_epoch_lines(capsys):
     err = capsys.readouterr()
     text = err.out + err.err
     assert "epoch 1/2" in text and "val_acc" in text and "step" in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.floats(0, 1e5))
+def test_epoch_seconds_read_back_within_their_rounding(seconds):
+    """The epoch line's time: seconds from 1 s, milliseconds below, two or three significant
+    digits, never an exponent (``0.00s`` hid every epoch of a small net)."""
+    from fastbp.history import format_seconds
+
+    text = format_seconds(seconds)
+    assert "e" not in text.replace("ms", "").replace("s", "")
+    value = float(text[:-2]) / 1e3 if text.endswith("ms") else float(text[:-1])
+    assert abs(value - seconds) <= 0.051 * seconds + 5e-6
+
+
+def test_the_progress_bar_rate_leaves_out_a_slow_first_step(monkeypatch):
+    """A first step that compiles (here: sleeps 0.4 s) must not set the rate and time left of
+    the fast steps after it: the bar's clock starts when it ends."""
+    import time
+
+    import fastbp.trainer as trainer_module
+
+    bars = []
+
+    class Recorded(trainer_module.tqdm):
+        def close(self):
+            bars.append(self.format_dict)
+            super().close()
+
+    step = Trainer.step
+
+    def slow_first_step(self, *args):
+        if not bars and not getattr(self, "slept", False):
+            self.slept = True
+            time.sleep(0.4)
+        return step(self, *args)
+
+    monkeypatch.setattr(trainer_module, "tqdm", Recorded)
+    monkeypatch.setattr(Trainer, "step", slow_first_step)
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(400, 4)), rng.integers(0, 2, 400)
+    fastbp.MLP([4, 8, 2], backend="numpy", seed=0).fit(X, y, epochs=2, batch_size=10,
+                                                        verbose=1)
+    shown = bars[0]  # close() runs again when the bar is collected
+    assert shown["n"] == 80 and shown["elapsed"] < 0.3
+    rate = shown["rate"] or shown["n"] / shown["elapsed"]
+    assert rate > 1 / 0.1  # steps per second: far from the 1 / 0.4 of the first step
 
 
 @pytest.mark.parametrize("backend", usable_backends())
