@@ -44,8 +44,8 @@ class History:
 
 
 def format_seconds(seconds: float) -> str:
-    """``12.3s``, ``1.23s``, or milliseconds below a second (``45ms``, ``4.5ms``, ``0.45ms``): an epoch of a
-    small net takes a few milliseconds, which ``0.00s`` hid."""
+    """``12.3s``, ``1.23s``, or milliseconds below a second (``45ms``, ``4.5ms``, ``0.45ms``):
+    an epoch of a small net takes a few milliseconds, which ``0.00s`` hid."""
     if seconds >= 1:
         return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
     ms = seconds * 1e3

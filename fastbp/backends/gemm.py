@@ -27,7 +27,9 @@ GEMMs), NumPy's BLAS elsewhere (MKL's SGEMMs ran the step GEMMs 1.2-1.5x slower 
 OpenBLAS's Haswell kernels on an AMD Zen 3, 1.3x slower than its SkylakeX kernels on a Zen 4
 and 2.1-2.3x on a Zen 5, measured side by side). For bf16: MKL on Intel CPUs (its AMX kernels
 write the float32 product directly: a mid training step took 10.1-10.7 ms against 12.0-12.3
-through PyTorch, whose bf16 product must be widened in a second pass), PyTorch's oneDNN
+through PyTorch, whose bf16 product must be widened in a second pass; on another machine of
+the kind PyTorch's steps took 1.28x / 0.99x / 0.90x MKL's on the bench's small / mid / large,
+interleaved), PyTorch's oneDNN
 elsewhere where installed (MKL's bf16 kernels do not use AVX512-BF16 on AMD CPUs: 53 GFLOP/s
 against 200-330 for oneDNN on the Zen 4), then MKL; none on a CPU without bf16 instructions.
 Each choice keeps its reason.
