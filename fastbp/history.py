@@ -49,7 +49,9 @@ def format_seconds(seconds: float) -> str:
     if seconds >= 1:
         return f"{seconds:.3g}s" if seconds < 100 else f"{seconds:.0f}s"
     ms = seconds * 1e3
-    return f"{ms:.{2 if ms < 1 else 1 if ms < 10 else 0}f}ms"
+    if ms < 1:
+        return f"{ms:.2f}ms"
+    return f"{ms:.1f}ms" if ms < 10 else f"{ms:.0f}ms"
 
 
 def format_logs(epoch, epochs, logs, task) -> str:
