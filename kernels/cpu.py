@@ -159,6 +159,33 @@ def _bias_act_rows(z, b, act, alpha, a, a16):
                     _bf16_row(a[i], a16[i])
 
 
+#: columns below which :func:`bias_act_forward` takes the softmax in :func:`_softmax_flat`
+#: (measured on an Intel Xeon, against the row loop: 200x10 2.9 against 17.3 us, 200x100 22
+#: against 38, 1024x300 457 against 515; 1024x1000 2002 against 1705)
+FLAT_SOFTMAX_COLS = 512
+
+
+@Kernel
+def _softmax_flat(z, b, a, a16):
+    """``z += b``, ``a = softmax(z)`` row by row for C-ordered ``z`` and ``a``, the
+    exponentials in one loop over all of ``a``: in a row loop, a row of 10 classes left every
+    exponential to the scalar remainder of a 16-lane vector loop."""
+    for i in prange(z.shape[0]):
+        _bias_act_loop(z[i], b, IDENTITY, z.dtype.type(0), z[i])
+        m = _row_max(z[i])
+        for j in range(z.shape[1]):
+            a[i, j] = z[i, j] - m
+    flat = a.reshape(-1)
+    for t in prange(flat.shape[0]):
+        flat[t] = exp_nonpositive(flat[t])
+    for i in prange(z.shape[0]):
+        s = _row_sum(a[i])
+        for j in range(z.shape[1]):
+            a[i, j] /= s
+        if a16 is not None:  # pruned at compile time
+            _bf16_row(a[i], a16[i])
+
+
 #: the loop every training step runs first: whether it is compiled tells a warm install
 FIRST_LOOP = _bias_act_rows
 
@@ -403,7 +430,11 @@ def to_bf16(x, out):
 def bias_act_forward(z, b, act, alpha, a_out, a16_out=None):
     """In place ``z += b``, then ``a_out = g(z)``: the pass after the GEMM ``z = a_prev @ W``
     (and ``a16_out = bf16(a)`` in the same pass, when given)."""
-    _bias_act_rows(z.size, z, b, act, float(alpha), a_out, a16_out)
+    if act == SOFTMAX and z.shape[1] < FLAT_SOFTMAX_COLS and z.flags.c_contiguous \
+            and a_out.flags.c_contiguous:
+        _softmax_flat(z.size, z, b, a_out, a16_out)
+    else:
+        _bias_act_rows(z.size, z, b, act, float(alpha), a_out, a16_out)
     return a_out
 
 

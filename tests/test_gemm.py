@@ -1,12 +1,16 @@
 """The CPU GEMM providers: selection with its reasons, fallback, and products that match
 NumPy's."""
 
+import sys
+
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastbp
 from fastbp.backends import gemm
-from fastbp.kernels import reference
+from fastbp.kernels import cblas, reference
 
 BF16_CPU = {"avx512f", "avx512_bf16"}
 
@@ -24,13 +28,12 @@ def layouts(a, b):
 
 
 @pytest.mark.parametrize("shape, strides, want", [
-    ((3, 4), (16, 4), (gemm._NO_TRANS, 4)),
-    ((4, 3), (4, 16), (gemm._TRANS, 4)),
-    ((3, 2), (32, 8), None),  # every other column: must be copied
+    ((3, 4), (16, 4), (cblas.NO_TRANS, 4)),
+    ((4, 3), (4, 16), (cblas.TRANS, 4)),
+    ((3, 2), (32, 8), (0, 0)),  # every other column: must be copied
 ])
-def test_blas_operand_reads_row_and_column_major_views(shape, strides, want):
-    x = np.lib.stride_tricks.as_strided(np.zeros(64, np.float32), shape, strides)
-    assert gemm.blas_operand(x) == want
+def test_blas_layout_reads_row_and_column_major_views(shape, strides, want):
+    assert cblas.blas_layout(*shape, *strides, 4) == want
 
 
 def test_without_mkl_numpy_blas_is_chosen_and_the_extra_is_named():
@@ -92,6 +95,55 @@ def test_mkl_products_match_numpy_in_every_layout(mkl, dtype, rtol):
         out = np.empty((a.shape[0], b.shape[1]), dtype)
         mkl.matmul(a, b, out)
         np.testing.assert_allclose(out, a @ b, rtol=rtol, atol=rtol * np.abs(a @ b).max())
+
+
+def laid_out(values, layout):
+    """``values`` as a row-major array, a column-major view (``x.T`` of a row-major array),
+    or a view of every other column (which BLAS cannot read: the provider copies it)."""
+    if layout == "C":
+        return np.ascontiguousarray(values)
+    if layout == "F":
+        return np.ascontiguousarray(values.T).T
+    wide = np.zeros((values.shape[0], 2 * values.shape[1]), values.dtype)
+    wide[:, ::2] = values
+    return wide[:, ::2]
+
+
+@settings(max_examples=60, deadline=None)
+@given(m=st.integers(0, 40), k=st.integers(0, 40), n=st.integers(0, 40),
+       layouts=st.tuples(*[st.sampled_from(["C", "F", "strided"])] * 2),
+       dtype=st.sampled_from([np.float32, np.float64]), seed=st.integers(0, 2**16))
+def test_mkl_products_match_numpy_for_any_shape_and_layout(mkl, m, k, n, layouts, dtype, seed):
+    """The compiled caller reads every operand layout a step passes, copies the one it cannot,
+    and writes every entry of ``out`` (a zero inner dimension writes zeros), as NumPy does."""
+    a, b = (laid_out(x, layout) for x, layout in zip(operands(dtype, m, k, n, seed), layouts))
+    out = np.full((m, n), np.nan, dtype)
+    assert mkl.matmul(a, b, out) is out
+    want = a.astype(np.float64) @ b
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, want, rtol=rtol, atol=rtol * max(np.abs(want).max(
+        initial=0), 1))
+
+
+def test_mkl_refuses_an_output_it_cannot_write(mkl):
+    a, b = operands(np.float32, 4, 5, 3)
+    out = np.zeros((3, 4), np.float32).T  # column-major
+    with pytest.raises(ValueError, match="C-contiguous"):
+        mkl.matmul(a, b, out)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        mkl.matmul_bf16(*(np.ones(x.shape, np.uint16) for x in (a, b)), out)
+
+
+def test_mkl_needs_numba_and_says_which_extra(monkeypatch):
+    """Without Numba, MKL is not offered: NumPy's BLAS runs, and the reason names the extra."""
+    import fastbp.kernels
+
+    monkeypatch.setitem(sys.modules, "fastbp.kernels.cblas", None)  # import raises
+    monkeypatch.delattr(fastbp.kernels, "cblas", raising=False)
+    chosen = gemm.select(2, mkl_path=gemm.find_mkl() or "libmkl_rt.so", flags=set(),
+                         torch=False)
+    assert chosen.fp32.name == "numpy"
+    assert "Numba" in chosen.fp32_reason and "fastbp[mkl]" in chosen.fp32_reason
 
 
 @pytest.mark.parametrize("a_shape, b_shape, out_shape", [

@@ -7,8 +7,9 @@ float32, see :mod:`fastbp.backends.mixed`). Operands may be transposed views (``
 
 - ``numpy``: NumPy's BLAS (``np.matmul(out=)``, OpenBLAS in the wheels). No bf16.
 - ``mkl``: Intel MKL's CBLAS (``pip install 'fastbp[mkl]'``, the ``mkl`` wheel's
-  ``libmkl_rt``) through the few ctypes declarations below: ``cblas_sgemm``, ``cblas_dgemm``
-  and ``cblas_gemm_bf16bf16f32``. Left to itself, ``libmkl_rt`` threads on whatever OpenMP
+  ``libmkl_rt``): ``cblas_sgemm``, ``cblas_dgemm`` and ``cblas_gemm_bf16bf16f32``, called by
+  address from compiled code (:mod:`fastbp.kernels.cblas`; a ctypes call cost ~4.5 us of
+  Python a GEMM). Left to itself, ``libmkl_rt`` threads on whatever OpenMP
   runtime the process loaded first -- PyTorch's spinning libgomp if torch was imported before
   (measured: small steps 4.8x slower) -- and its own OpenMP (``libiomp5``) computes wrong
   products beside that libgomp (their ``omp_*`` symbols clash) and spins 200 ms after every
@@ -54,7 +55,6 @@ INTEL = "GenuineIntel"
 #: CPU flags (``/proc/cpuinfo``) of bf16 dot-product instructions
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
-_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 #: ``MKL_Set_Threading_Layer`` codes: one thread, and oneTBB's pool
 MKL_THREADING_SEQUENTIAL, MKL_THREADING_TBB = 1, 4
 
@@ -71,39 +71,33 @@ class NumpyGemm:
         return f"numpy {np.__version__} BLAS"
 
 
-def blas_operand(x):
-    """``(transpose flag, leading dimension)`` of a row-major BLAS operand, or None when ``x``
-    is neither C- nor Fortran-ordered in its last two axes (then it must be copied)."""
-    item = x.itemsize
-    if x.strides[1] == item and x.strides[0] >= max(x.shape[1], 1) * item:
-        return _NO_TRANS, x.strides[0] // item
-    if x.strides[0] == item and x.strides[1] >= max(x.shape[0], 1) * item:
-        return _TRANS, x.strides[1] // item
-    return None
-
-
 class MklGemm:
     """Intel MKL's CBLAS through ctypes (float32, float64, bf16 -> float32)."""
 
     name = "mkl"
 
     def __init__(self, path: str, threads: int):
+        try:  # the caller of the GEMMs is compiled: the [mkl] extra brings Numba
+            from ..kernels import cblas
+        except ImportError as exc:
+            raise ImportError(f"MKL's GEMMs are called through Numba ({exc}): {MKL_HINT}") \
+                from exc
+        self.cblas = cblas
         self.path = path
         self.lib = ctypes.CDLL(path)
-        self._declare()
+        self.lib.MKL_Set_Num_Threads.argtypes = [ctypes.c_int]
+        self.lib.MKL_Set_Threading_Layer.argtypes = [ctypes.c_int]
+        #: output dtype -> (routine address, 1 in that dtype)
+        self.routines = {dtype: (self._address(name), dtype(1)) for name, dtype in (
+            ("cblas_sgemm", np.float32), ("cblas_dgemm", np.float64))}
+        self.bf16_routine = (self._address("cblas_gemm_bf16bf16f32"), np.float32(1))
         self.threading = self._thread_on_tbb(os.path.dirname(path))
         self.lib.MKL_Set_Num_Threads(threads)
         self.version = self._version()
 
-    def _declare(self):
-        P, I = ctypes.c_void_p, ctypes.c_int  # noqa: E741
-        for name, real in (("cblas_sgemm", ctypes.c_float), ("cblas_dgemm", ctypes.c_double),
-                           ("cblas_gemm_bf16bf16f32", ctypes.c_float)):
-            fn = getattr(self.lib, name)
-            fn.argtypes = [I] * 6 + [real, P, I, P, I, real, P, I]
-            fn.restype = None
-        self.lib.MKL_Set_Num_Threads.argtypes = [I]
-        self.lib.MKL_Set_Threading_Layer.argtypes = [I]
+    def _address(self, name) -> int:
+        """The address of CBLAS routine ``name`` (AttributeError if MKL lacks it)."""
+        return ctypes.cast(getattr(self.lib, name), ctypes.c_void_p).value
 
     def _thread_on_tbb(self, directory) -> str:
         """Thread MKL on oneTBB (loaded from beside ``libmkl_rt``, with global symbols, where
@@ -126,42 +120,33 @@ class MklGemm:
         return buffer.value.decode(errors="replace").strip()
 
     def matmul(self, a, b, out):
-        routine = {np.float32: self.lib.cblas_sgemm, np.float64: self.lib.cblas_dgemm}.get(
-            out.dtype.type)
+        routine = self.routines.get(out.dtype.type)
         if routine is None or a.dtype != out.dtype or b.dtype != out.dtype:
             return np.matmul(a, b, out=out)
         return self._gemm(routine, a, b, out)
 
     def matmul_bf16(self, a16, b16, out):
         """``out = a16 @ b16``: bf16 (``uint16``) operands, float32 accumulation and ``out``."""
-        return self._gemm(self.lib.cblas_gemm_bf16bf16f32, a16, b16, out)
+        return self._gemm(self.bf16_routine, a16, b16, out)
 
     def _gemm(self, routine, a, b, out):
-        a, ta, lda = _operand(a)
-        b, tb, ldb = _operand(b)
-        if not out.flags.c_contiguous:
-            raise ValueError(f"GEMM output must be C-contiguous, got strides {out.strides}")
-        m, k = a.shape
-        n = b.shape[1]
-        if b.shape[0] != k or out.shape != (m, n):  # BLAS would read and write out of bounds
+        """``out = a @ b`` by the compiled caller (:func:`fastbp.kernels.cblas.gemm`), which
+        checks what BLAS would otherwise read or write out of bounds."""
+        address, one = routine
+        cblas = self.cblas
+        status = cblas.gemm(address, a, b, out, one)
+        if status == cblas.NEEDS_COPY:  # an operand neither row- nor column-major
+            status = cblas.gemm(address, np.ascontiguousarray(a), np.ascontiguousarray(b), out,
+                                one)
+        if status == cblas.SHAPES_DIFFER:
             raise ValueError(f"GEMM shapes do not match: {a.shape} @ {b.shape} into "
                              f"{out.shape}")
-        if m and n:
-            routine(_ROW_MAJOR, ta, tb, m, n, k, 1.0, a.ctypes.data, lda, b.ctypes.data, ldb,
-                    0.0, out.ctypes.data, n)
+        if status == cblas.OUT_NOT_CONTIGUOUS:
+            raise ValueError(f"GEMM output must be C-contiguous, got strides {out.strides}")
         return out
 
     def describe(self) -> str:
         return f"{self.version}, {self.threading} ({self.path})"
-
-
-def _operand(x):
-    """``(x, transpose flag, leading dimension)``, copying ``x`` only if BLAS cannot read it."""
-    layout = blas_operand(x)
-    if layout is None:
-        x = np.ascontiguousarray(x)
-        layout = blas_operand(x)
-    return (x,) + layout
 
 
 def torch_import_policy():
@@ -295,7 +280,7 @@ def select(threads: int, mkl_path: str | None = None, flags: set | None = None,
     if mkl_path:
         try:
             mkl = MklGemm(mkl_path, threads)
-        except (OSError, AttributeError) as exc:
+        except (OSError, AttributeError, ImportError) as exc:
             mkl_reason = f"MKL at {mkl_path} did not load ({exc})"
         else:
             mkl_reason = "MKL is installed"
