@@ -361,8 +361,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _encode_targets(self, y, first, classes=None):
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if y.ndim == 1:
-            check_classification_targets(y)
+        if y.ndim == 1 and y.dtype.kind not in "biu":
+            check_classification_targets(y)  # integers are class labels by definition
         learn = first or not hasattr(self, "coder_")
         coder = self._new_coder(y, classes) if learn else self._checked_coder(y, classes)
         targets = coder.encode(y)  # every label must be one of the classes
