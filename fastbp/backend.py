@@ -10,6 +10,7 @@ each backend decides where and how the arithmetic runs. The matmul-heavy core, b
 ``backprop_delta``          ``delta = (delta_next @ W_next.T) * mask * g'(z)``: GEMM + fused pass
 ``weight_grads``            ``dW = a_prev.T @ delta + lam W; db = sum_rows(delta)``
 ``sgd/momentum/adam_update`` one in-place step over the flat parameter vector
+``decayed_adam_update``     Adam on ``g_W + lam W`` (training's weight decay, in the update)
 ==========================  ===============================================================
 
 The layers whose activation has parameters (PReLU, maxout) use generic ops that :class:`Backend`
@@ -25,6 +26,7 @@ exactly that pair, and the Numba backend swaps in :mod:`fastbp.kernels.cpu`.
 from __future__ import annotations
 
 import importlib
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -86,6 +88,14 @@ class Backend:
         """Put a host integer index array (a shuffle order) on the device."""
         raise NotImplementedError
 
+    def standardize_rows(self, x, mean, std):
+        """In place ``x = (x - mean) / std`` over a gathered batch, in ``x``'s dtype (``mean``
+        and ``std`` already in it); returns ``x``. The subtraction, then the division, each
+        rounded as :func:`fastbp.data.standardize` rounds them for a whole set, so a batch
+        holds the same numbers as the rows of the standardised set."""
+        self.xp.subtract(x, mean, out=x)
+        return self.xp.divide(x, std, out=x)
+
     def dropout_mask(self, rng, p, out):
         """Inverted-dropout mask: ``out = [u >= p] / (1 - p)``, ``u`` uniform in [0, 1).
 
@@ -126,6 +136,25 @@ class Backend:
 
     def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, t):
         raise NotImplementedError
+
+    def add_weight_decay(self, dW, W, lam):
+        """In place ``dW += lam W``."""
+        raise NotImplementedError
+
+    def add_decay(self, g, p, lam, weights):
+        """``g_W += lam W`` for every weight matrix, ``weights`` their ``(offset, shape)`` in
+        the flat vectors ``g`` and ``p``."""
+        for offset, shape in weights:
+            end = offset + math.prod(shape)
+            self.add_weight_decay(g[offset:end].reshape(shape), p[offset:end].reshape(shape),
+                                  lam)
+
+    def decayed_adam_update(self, p, g, m, v, lr, beta1, beta2, eps, t, lam, weights):
+        """Adam on the gradient with the L2 term, ``g_W + lam W`` for every weight matrix: the
+        numbers of :meth:`add_decay` then :meth:`adam_update`, which is what this default does
+        (a backend may add the term inside the update's sweep instead, leaving ``g`` as is)."""
+        self.add_decay(g, p, lam, weights)
+        self.adam_update(p, g, m, v, lr, beta1, beta2, eps, t)
 
     # -- activations with parameters: generic ops on ``xp`` (any backend inherits them; their
     # NumPy expressions are the reference a fused kernel must match) -------------------------
@@ -315,6 +344,9 @@ class KernelBackend(Backend):
 
     def adam_update(self, p, g, m, v, lr, beta1, beta2, eps, t):
         self.kernels.adam_update(p, g, m, v, lr, beta1, beta2, eps, t)
+
+    def add_weight_decay(self, dW, W, lam):
+        self.kernels.add_weight_decay(dW, W, lam)
 
 
 # -- registry ------------------------------------------------------------------------------

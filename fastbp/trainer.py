@@ -20,11 +20,10 @@ from . import checkpoint as checkpoints
 from .callbacks import EarlyStopping, callback_states, load_callback_states
 from .checkpoint import Position, deferred_signals
 from .checkpoint import save as checkpoint_save
-from .data import standardize
 from .fit_options import FitOptions, continued_options
 from .history import History, format_logs
 from .metrics import make_metrics
-from .optim import make_optimizer
+from .optim import WeightDecay, make_optimizer
 from .schedules import make_schedule
 from .sparse import is_row_source
 from .weights import weighted_loss_sum
@@ -93,6 +92,7 @@ class Trainer:
         self.initial_lr = opts.lr
         self.state = self.continued_state()
         self.optimizer = self.state.optimizer
+        self.decay = WeightDecay.of(net.param_layout, opts.weight_decay)
         self.loss_acc = be.zeros((1,), net.dtype)
         self.buffers = net.fit_buffers
         self.buffers.start_fit()
@@ -390,9 +390,9 @@ class Trainer:
                 Xb, Yb = self.current
                 weights = self.current_weights
                 net.forward_device(Xb, training=True)
-                net.backward_device(Yb, 1.0 / n, opts.weight_decay, self.loss_acc,
+                net.backward_device(Yb, 1.0 / n, 0.0, self.loss_acc,  # decay: in the update
                                     None if weights is None else (weights, self.weight_total))
-                self.optimizer.apply(net.params, net.grads)
+                self.optimizer.apply(net.params, net.grads, self.decay)
 
             self.runners[n] = self.backend.step_runner(compute, self.clock)
         return self.runners[n]
@@ -416,7 +416,7 @@ class Trainer:
             for source, out in zip(sources, gathered):
                 self.gather(source, order, lo, hi, out)
             if self.batch_moments is not None:  # the set's standardiser, on this batch
-                standardize(gathered[0], *self.batch_moments, self.backend.xp, out=gathered[0])
+                self.backend.standardize_rows(gathered[0], *self.batch_moments)
         return (*gathered[:2], gathered[2] if len(gathered) > 2 else None)
 
     def gather(self, source, order, lo, hi, out):

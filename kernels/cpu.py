@@ -29,8 +29,9 @@ starting the thread team costs more than it saves. Both are ``cache=True``. Pyth
 hyper-parameters (``alpha``, ``scale``, ``lr``, ...) are cast to the array dtype inside the
 loop, before use: a float64 scalar would silently promote a float32 loop to float64 (the tests
 read the LLVM IR to make sure nothing does).
-Nothing here fuses ``dW += lam * W`` into the optimizer step: the Backend interface keeps the
-gradient explicit.
+Weight decay: a training step adds ``lam W`` inside Adam's sweep (``decayed_adam_update``);
+``add_weight_decay`` writes it into the gradient where the gradient itself is wanted (L-BFGS,
+gradient checks, the all-reduce of data parallelism, the other optimizers).
 
 bf16: the passes that produce a GEMM operand (activations, deltas, parameters) take the
 reference's optional ``*16_out`` buffer and write the bf16 copy of each row while the row is
@@ -333,6 +334,15 @@ def _take_rows(x, index, out):
             out[i, j] = x[row, j]
 
 
+@Kernel
+def _standardize_rows(x, mean, std):
+    """``x_ij = (x_ij - mean_j) / std_j`` in place: the subtraction, then the division, each
+    rounded in ``x``'s dtype as NumPy's two ufuncs round them, in one sweep instead of two."""
+    for i in prange(x.shape[0]):
+        for j in range(x.shape[1]):
+            x[i, j] = (x[i, j] - mean[j]) / std[j]
+
+
 # -- gradients and optimizers ----------------------------------------------------------------
 
 @Kernel
@@ -380,6 +390,17 @@ def _momentum(p, g, v, lr, mu, p16):
             p16[i] = bf16_bits(p[i])
 
 
+@register_jitable
+def _adam_at(i, g_i, p, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, p16):
+    """Adam at element ``i`` with gradient ``g_i`` (the constants already in ``p``'s dtype)."""
+    m_i = m[i] * b1 + one_minus_b1 * g_i
+    v_i = v[i] * b2 + one_minus_b2 * (g_i * g_i)
+    m[i], v[i] = m_i, v_i
+    p[i] -= step * m_i / (np.sqrt(v_i * inv_c2) + eps)
+    if p16 is not None:
+        p16[i] = bf16_bits(p[i])
+
+
 @Kernel
 def _adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, p16):
     """Adam with the bias corrections folded into two constants: ``step = lr / (1 - b1^t)``,
@@ -389,12 +410,33 @@ def _adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, p16
     b1, one_minus_b1, b2, one_minus_b2 = f(b1), f(one_minus_b1), f(b2), f(one_minus_b2)
     eps, step, inv_c2 = f(eps), f(step), f(inv_c2)
     for i in prange(p.shape[0]):
-        m_i = m[i] * b1 + one_minus_b1 * g[i]
-        v_i = v[i] * b2 + one_minus_b2 * (g[i] * g[i])
-        m[i], v[i] = m_i, v_i
-        p[i] -= step * m_i / (np.sqrt(v_i * inv_c2) + eps)
-        if p16 is not None:
-            p16[i] = bf16_bits(p[i])
+        _adam_at(i, g[i], p, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, p16)
+
+
+@Kernel
+def _decayed_adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, lam,
+                  starts, ends, p16):
+    """:func:`_adam` on ``g_i + lam p_i`` inside the spans ``[starts[s], ends[s])`` (the
+    weights, in order) and on ``g_i`` outside them: the L2 gradient added in the update's
+    sweep, rounded as ``add_weight_decay`` rounds it, and ``g`` left as it is. The indices
+    are unsigned: a signed one from a span's start gets a negative-index check per element,
+    which kept LLVM from vectorising (3.5x the time)."""
+    f = p.dtype.type
+    b1, one_minus_b1, b2, one_minus_b2 = f(b1), f(one_minus_b1), f(b2), f(one_minus_b2)
+    eps, step, inv_c2, lam = f(eps), f(step), f(inv_c2), f(lam)
+    free = 0
+    for s in range(starts.shape[0] + 1):
+        start = starts[s] if s < starts.shape[0] else p.shape[0]
+        for k in prange(start - free):
+            i = np.uint64(free + k)
+            _adam_at(i, g[i], p, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step,
+                     inv_c2, p16)
+        if s < starts.shape[0]:
+            for k in prange(ends[s] - start):
+                i = np.uint64(start + k)
+                _adam_at(i, g[i] + lam * p[i], p, m, v, b1, one_minus_b1, b2, one_minus_b2,
+                         eps, step, inv_c2, p16)
+            free = ends[s]
 
 
 # -- the reference's interface ---------------------------------------------------------------
@@ -477,6 +519,13 @@ def take_rows(x, index, out):
     return out
 
 
+def standardize_rows(x, mean, std):
+    """In place ``x = (x - mean) / std`` over the rows of a batch (NumPy's broadcast subtract
+    and divide took 54 us for 200 rows of 784 float32, this loop 26 us: its divisions)."""
+    _standardize_rows(x.size, x, mean, std)
+    return x
+
+
 def _column_block(n_cols, threads):
     """Columns per task of the column sum: one block per thread, 16 to 4096 wide (measured)."""
     per_thread = -(-n_cols // threads)
@@ -507,8 +556,23 @@ def momentum_update(p, g, v, lr, mu, p16_out=None):
     _momentum(p.size, _vector(p), _vector(g), _vector(v), float(lr), float(mu), p16_out)
 
 
+def _adam_constants(lr, beta1, beta2, eps, t) -> tuple:
+    """The constants of :func:`_adam` at step ``t``."""
+    hyper = (beta1, 1 - beta1, beta2, 1 - beta2, eps, lr / (1 - beta1**t), 1 / (1 - beta2**t))
+    return tuple(map(float, hyper))
+
+
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, p16_out=None):
     """Adam step ``t >= 1``: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
     ``p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``."""
-    hyper = (beta1, 1 - beta1, beta2, 1 - beta2, eps, lr / (1 - beta1**t), 1 / (1 - beta2**t))
-    _adam(p.size, _vector(p), _vector(g), _vector(m), _vector(v), *map(float, hyper), p16_out)
+    _adam(p.size, _vector(p), _vector(g), _vector(m), _vector(v),
+          *_adam_constants(lr, beta1, beta2, eps, t), p16_out)
+
+
+def decayed_adam_update(p, g, m, v, lr, beta1, beta2, eps, t, lam, starts, ends,
+                        p16_out=None):
+    """:func:`adam_update` on ``g_i + lam p_i`` for ``i`` in the spans ``[starts[s],
+    ends[s])`` (int64, in order: the weight matrices), on ``g_i`` elsewhere; ``g`` is not
+    written. The same numbers as ``add_weight_decay`` on every span, then the update."""
+    _decayed_adam(p.size, _vector(p), _vector(g), _vector(m), _vector(v),
+                  *_adam_constants(lr, beta1, beta2, eps, t), float(lam), starts, ends, p16_out)

@@ -135,6 +135,32 @@ def test_take_rows_gathers_what_numpy_takes(numpy_be, numba_be, dtype, shape, st
     assert np.array_equal(got, want) and np.array_equal(got, x[index])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_standardize_rows_rounds_as_numpys_two_ufuncs(numpy_be, numba_be, dtype, shape):
+    """The fused in-place ``(x - mean) / std`` gives NumPy's subtract-then-divide bit for bit
+    (a constant column's std is 1), serial and parallel builds."""
+    N, _, width = shape
+    x, mean, std = arrays(dtype, (N, width), (width,), (width,))
+    x = x * 1e3 + 7
+    std = np.abs(std) + 1e-3
+    std[0] = 1.0
+    got, want = (be.standardize_rows(x.copy(), mean, std) for be in (numba_be, numpy_be))
+    assert got.dtype == dtype and np.array_equal(got, want)
+    assert np.array_equal(want, (x - mean) / std)
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int16, np.bool_, np.float64])
+@pytest.mark.parametrize("rows", ["index", "slice"])
+def test_upload_rows_converts_as_numpy_does(numpy_be, numba_be, dtype, rows):
+    """A host batch gathered into a float32 buffer: the values NumPy's cast gives."""
+    host = (np.arange(40 * 6) * 37 % 300 - 40).astype(dtype).reshape(40, 6)
+    picked = np.random.default_rng(1).permutation(40)[:9] if rows == "index" else slice(3, 12)
+    got, want = (be.upload_rows(host, picked, np.empty((9, 6), np.float32))
+                 for be in (numba_be, numpy_be))
+    assert np.array_equal(got, want) and np.array_equal(got, host[picked].astype(np.float32))
+
+
 @pytest.mark.parametrize("bad", [-1, 10])
 def test_take_rows_refuses_an_index_outside_the_rows(numba_be, bad):
     x = np.ones((10, 3), np.float32)

@@ -243,6 +243,36 @@ def test_adam_update(parallel, case, n, t0):
         case.close(p, p_ref, case.scale)
 
 
+@both_loops
+@SETTINGS
+@given(case=cases, sizes=st.lists(st.integers(0, 40), min_size=1, max_size=7),
+       t=st.integers(1, 1000), bf16=st.booleans())
+def test_decayed_adam_equals_the_decay_added_then_adam(parallel, case, sizes, t, bf16):
+    """Alternating stretches of the flat vector without and with decay (biases and weights,
+    empty ones included): bit for bit ``add_weight_decay`` on each decayed stretch, then
+    ``adam_update``; the gradient is not written."""
+    n = sum(sizes)
+    if n == 0:
+        return
+    edges = np.cumsum([0] + sizes)
+    starts, ends = edges[1:-1:2].astype(np.int64), edges[2::2].astype(np.int64)
+    with loops(parallel):
+        p, g, m = flat(case, n), flat(case, n), flat(case, n)
+        v = case.array(1, n, values=case.rng.random((1, n)) * case.scale**2)[0]
+        p16 = np.zeros(n, np.uint16) if bf16 and p.dtype == np.float32 else None
+        want = [x.copy() for x in (p, g, m, v)]
+        want16 = None if p16 is None else p16.copy()
+        for lo, hi in zip(starts, ends):
+            cpu.add_weight_decay(want[1][lo:hi].reshape(1, -1), want[0][lo:hi].reshape(1, -1),
+                                 0.3)
+        cpu.adam_update(*want, 1e-3, 0.9, 0.999, 1e-8, t, want16)
+        g_before = g.copy()
+        cpu.decayed_adam_update(p, g, m, v, 1e-3, 0.9, 0.999, 1e-8, t, 0.3, starts, ends, p16)
+        for got, expected in zip((p, m, v, p16), (want[0], want[2], want[3], want16)):
+            assert expected is None or np.array_equal(got, expected)
+        assert np.array_equal(g, g_before)
+
+
 def test_a_flat_update_refuses_an_array_it_could_only_copy():
     p = np.zeros((4, 6))[:, ::2]
     with pytest.raises(ValueError, match="1-D or C-contiguous"):
@@ -275,6 +305,8 @@ def float32_args(name):
         "_sgd": (v, v.copy(), 0.1, v16),
         "_momentum": (v, v.copy(), v.copy(), 0.1, 0.9, v16),
         "_adam": (v, v.copy(), v.copy(), v.copy(), 0.9, 0.1, 0.999, 1e-3, 1e-8, 1e-2, 1e3, v16),
+        "_decayed_adam": (v, v.copy(), v.copy(), v.copy(), 0.9, 0.1, 0.999, 1e-3, 1e-8, 1e-2,
+                          1e3, 0.1, np.array([1]), np.array([2]), v16),
         "_bf16_rows": (m, m16),
         "_bf16_flat": (v, v16),
     }[name]
@@ -282,8 +314,8 @@ def float32_args(name):
 
 @pytest.mark.parametrize("name", ["_bias_act_rows", "_act_backward_rows", "_delta_rows",
                                   "_loss_rows", "_column_sums",
-                                  "_axpy_rows", "_sgd", "_momentum", "_adam", "_bf16_rows",
-                                  "_bf16_flat"])
+                                  "_axpy_rows", "_sgd", "_momentum", "_adam",
+                                  "_decayed_adam", "_bf16_rows", "_bf16_flat"])
 def test_float32_kernels_compute_in_float32(name):
     """Python-float hyper-parameters must not promote a float32 loop to float64.
 
@@ -299,7 +331,7 @@ def test_float32_kernels_compute_in_float32(name):
     assert not found, f"{name} computes in float64: {sorted(set(found))}"
 
 
-@pytest.mark.parametrize("name", ["_sgd", "_momentum", "_adam", "_axpy_rows"])
+@pytest.mark.parametrize("name", ["_sgd", "_momentum", "_adam", "_decayed_adam", "_axpy_rows"])
 def test_serial_loops_vectorise(name):
     """The serial loops (every parameter vector under ``PARALLEL_MIN_WORK`` elements runs one)
     compile to SIMD code: Python's error model checks each float division and raises, which

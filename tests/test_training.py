@@ -354,3 +354,31 @@ def test_uint8_pixels_in_a_memory_map_train_without_being_read_whole(tmp_path, m
         weights.append(net.get_flat_params())
     assert placed == [True, False]
     np.testing.assert_array_equal(*weights)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_weight_decay_in_the_update_equals_the_explicit_gradient(backend, optimizer):
+    """Training adds ``lam W`` inside the optimizer's update (Adam in its own sweep on the
+    Numba backend); three full-batch steps give the weights, bit for bit, of steps on the
+    gradient with the L2 term written out (``MLP.gradients``, the path of gradient checks and
+    L-BFGS): the term on every weight matrix, once, and on no bias or PReLU slope."""
+    from fastbp.optim import make_optimizer
+
+    rng = np.random.default_rng(5)
+    X, y = rng.standard_normal((40, 5)), rng.integers(0, 3, 40)
+
+    def net():
+        return fastbp.MLP([5, 7, 6, 3], activation=["prelu", "tanh"], backend=backend,
+                          dtype="float64", seed=2, preprocess=None)
+
+    trained = net()
+    trained.fit(X, y, epochs=3, batch_size=40, shuffle=False, lr=0.05, optimizer=optimizer,
+                weight_decay=0.3, verbose=0)
+    by_hand = net()
+    opt = make_optimizer(optimizer, by_hand.backend, by_hand.n_params, by_hand.dtype, 0.05,
+                         0.9)
+    for _ in range(3):
+        by_hand.gradients(X, y, weight_decay=0.3)  # into by_hand.grads
+        opt.step(by_hand.params, by_hand.grads)
+    np.testing.assert_array_equal(trained.get_flat_params(), by_hand.get_flat_params())

@@ -16,6 +16,9 @@ overlap. Which pool runs the loops is decided when the backend is made, whatever
 before (:mod:`fastbp.backends.threads`).
 """
 
+import functools
+import math
+
 import numba
 import numpy as np
 
@@ -40,6 +43,25 @@ class NumbaBackend(NumpyBackend):
             return super().take_rows(x, index, out)
         return self.kernels.take_rows(x, index, out)
 
+    def upload_rows(self, host, rows, out):
+        """A shuffled batch of a host matrix gathered and converted in one pass, without the
+        temporary copy ``host[rows]`` makes (uint8 MNIST rows: every batch of a fit)."""
+        if isinstance(host, np.ndarray) and host.ndim == 2 and isinstance(rows, np.ndarray):
+            return self.kernels.take_rows(host, rows, out)
+        return super().upload_rows(host, rows, out)
+
+    def standardize_rows(self, x, mean, std):
+        if x.ndim != 2:
+            return super().standardize_rows(x, mean, std)
+        return self.kernels.standardize_rows(x, mean, std)
+
+    def decayed_adam_update(self, p, g, m, v, lr, beta1, beta2, eps, t, lam, weights):
+        """The decay added inside Adam's one sweep (a sweep of its own over the weights cost
+        4.6% of an MNIST-shaped epoch)."""
+        starts, ends = weight_spans(weights)
+        self.kernels.decayed_adam_update(p, g, m, v, lr, beta1, beta2, eps, t, lam, starts,
+                                         ends, self._mirror(p))
+
     def first_run_notice(self):
         """That the loops compile before the first steps, when the one every step runs first
         has no compiled code (a fresh install, or new code): a few seconds, once."""
@@ -54,6 +76,16 @@ class NumbaBackend(NumpyBackend):
                 "threading_layer_running": threading_layer(),
                 "threads": numba.get_num_threads(),
                 "parallel_min_work": kernel.PARALLEL_MIN_WORK, **self.gemms.describe()}
+
+
+@functools.lru_cache(maxsize=64)
+def weight_spans(weights) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(starts, ends)`` (int64) in the flat vector of the weight matrices given as
+    ``((offset, shape), ...)`` (a network's, the same every step)."""
+    starts = np.array([offset for offset, _ in weights], dtype=np.int64)
+    ends = starts + np.array([math.prod(shape) for _, shape in weights], dtype=np.int64)
+    starts.flags.writeable = ends.flags.writeable = False  # shared by every later call
+    return starts, ends
 
 
 def threading_layer() -> str:
