@@ -72,7 +72,7 @@ environment() {
     "$py" - <<'EOF'
 import importlib.metadata as md, sys
 print("python", sys.version.split()[0])
-for name in ("cupy-cuda12x", "cupy-cuda13x", "numba", "numba-cuda", "cuda-bindings",
+for name in ("numpy", "cupy-cuda12x", "cupy-cuda13x", "numba", "numba-cuda", "cuda-bindings",
              "cuda-core", "nvmath-python", "torch", "pytest", "pytest-benchmark"):
     try:
         print(name, md.version(name))

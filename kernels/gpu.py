@@ -32,9 +32,10 @@ The mask depends only on (seed, step, i): not on the launch geometry.
 """
 
 import math
+import warnings
 
 import numpy as np
-from numba import cuda, from_dtype, types
+from numba import config, cuda, from_dtype, types
 
 from . import scalar
 from .codes import (
@@ -46,6 +47,21 @@ from .codes import (
     SIGMOID,
     SOFTMAX,
 )
+from .cuda_numpy_compat import load_array_registry
+
+load_array_registry(simulator=bool(config.ENABLE_CUDASIM))
+
+#: numba-cuda's warning at every launch of under 128 blocks, bold (ANSI escapes) on a terminal
+SMALL_GRID_WARNING = r"(\x1b\[\d+m)?Grid size \d+ will likely result in GPU under-utilization"
+
+
+def quiet_small_grid_warnings():
+    """Ignore numba-cuda's small-grid warning: small grids are deliberate here (a 10-class
+    output layer is one block; every kernel is correct for any grid, see above)."""
+    warnings.filterwarnings("ignore", message=SMALL_GRID_WARNING)
+
+
+quiet_small_grid_warnings()
 
 #: most threads of a row block (one warp); sizes the shared reduction buffers
 ROW_THREADS = 32

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import numpy as np
 import pytest
@@ -333,3 +334,19 @@ def test_describe_reports_the_effective_gemm(gpu_backend):
     info = gpu_backend.describe()
     assert info["precision"] == "highest"
     assert "CUBLAS_COMPUTE_32F," in info["float32 gemm"]
+
+
+@pytest.mark.parametrize("runtime_version, extra", [
+    (12080, "fastbp[gpu]"), (13000, "fastbp[gpu-cuda13]"), (None, "fastbp[gpu]")])
+def test_a_failed_kernel_names_the_extra_for_cupys_cuda(runtime_version, extra):
+    """On the H200 (CuPy for CUDA 13) the hint named the CUDA 12 wheels; now it follows CuPy."""
+    from fastbp.backends.cupy_backend import _gpu_install_hint
+
+    def version():
+        if runtime_version is None:
+            raise RuntimeError("no CUDA runtime")
+        return runtime_version
+
+    fake = types.SimpleNamespace(cuda=types.SimpleNamespace(
+        runtime=types.SimpleNamespace(runtimeGetVersion=version)))
+    assert f"pip install '{extra}'" in _gpu_install_hint(fake)

@@ -365,3 +365,21 @@ def test_gaussian_noise_is_standard_normal_and_follows_the_seed(gpu_backend, dty
     assert not np.array_equal(e, noisy(12))
     assert abs(e.mean()) < 0.1 and abs(e.std() - 1) < 0.05
     assert abs((np.abs(e) < 1).mean() - 0.6827) < 0.03  # the normal's one-sigma mass
+
+
+@pytest.mark.parametrize("message, quiet", [
+    ("\x1b[1mGrid size 1 will likely result in GPU under-utilization due to low occupancy."
+     "\x1b[0m", True),  # as numba-cuda 0.30 words it on a terminal (seen on an H200)
+    ("Grid size 76 will likely result in GPU under-utilization due to low occupancy.", True),
+    ("Host array used in CUDA kernel will incur copy overhead to/from device.", False),
+])
+def test_only_the_small_grid_warning_is_silenced(message, quiet):
+    """Small grids are deliberate (a 10-class output layer is one block): numba-cuda's warning at
+    each of them would bury a user's training log, and any other warning must still show."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        gpu.quiet_small_grid_warnings()
+        warnings.warn(message, RuntimeWarning)
+    assert [str(w.message) for w in seen] == ([] if quiet else [message])

@@ -88,3 +88,41 @@ def test_every_kernel_of_the_module_has_a_signature():
 
     kernels = {name for name, obj in vars(gpu).items() if is_kernel(obj)}
     assert kernels == set(gpu.signatures("float32"))
+
+
+# NumPy 2.5 as numba-cuda meets it: no ``np.row_stack``, in neither the module nor ``__all__``
+# (SciPy, which numba-cuda imports at its first compilation, star-imports NumPy).
+COMPILE_WITHOUT_ROW_STACK = """
+import types
+import numpy as np
+del np.row_stack
+np.__all__ = [name for name in np.__all__ if name != "row_stack"]
+import numba.cuda.dispatcher
+from numba import cuda
+numba.cuda.dispatcher.get_current_device = lambda: types.SimpleNamespace(
+    compute_capability=(9, 0))
+%(prepare)s
+kernel, argtypes = gpu.signatures("float32")["sgd_update"]
+cuda.compile_ptx(kernel.py_func, argtypes, cc=(9, 0))
+assert not hasattr(np, "row_stack"), "the stand-in was left in numpy"
+"""
+
+
+@pytest.mark.parametrize("prepare, compiles", [
+    ("from fastbp.kernels import gpu", True),
+    ("import fastbp.kernels.cuda_numpy_compat as compat\n"
+     "compat.load_array_registry = lambda simulator: None\n"
+     "from fastbp.kernels import gpu", False),
+], ids=["with-the-workaround", "without-it"])
+def test_kernels_compile_under_numpy_2_5(prepare, compiles):
+    """numba-cuda 0.30 registers an overload of ``np.row_stack``, which NumPy 2.5 removed
+    (NVIDIA/numba-cuda#907: every compilation failed on an H200 with numpy 2.5.2): importing
+    ``fastbp.kernels.gpu`` loads that registry with a stand-in, and NumPy is left as found.
+    The second case shows the failure is real here without the workaround."""
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    done = subprocess.run([sys.executable, "-c", COMPILE_WITHOUT_ROW_STACK % {"prepare": prepare}],
+                          env=env, capture_output=True, text=True, timeout=300)
+    if compiles:
+        assert done.returncode == 0, done.stderr[-3000:]
+    else:
+        assert "has no attribute 'row_stack'" in done.stderr, done.stderr[-3000:]

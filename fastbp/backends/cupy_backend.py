@@ -25,7 +25,6 @@ from __future__ import annotations
 import importlib.metadata
 import math
 import sys
-import warnings
 from contextlib import contextmanager
 
 import numpy as np
@@ -81,11 +80,20 @@ def probe() -> tuple[bool, str]:
         _run_tiny_kernel(cupy)
     except Exception as exc:
         return False, (f"a CUDA GPU answers but a Numba CUDA kernel did not run "
-                       f"({type(exc).__name__}: {exc}); pip install 'numba-cuda[cu12]' "
-                       f"'cuda-toolkit[nvvm,nvrtc]==12.*'")
+                       f"({type(exc).__name__}: {exc}); {_gpu_install_hint(cupy)}")
     props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
     return True, (f"{props['name'].decode()} (cc {props['major']}.{props['minor']}), "
                   f"cupy {cupy.__version__}, numba-cuda {_version('numba-cuda')}")
+
+
+def _gpu_install_hint(cupy) -> str:
+    """The extra whose CUDA major version matches CuPy's build (12 unless it says 13)."""
+    try:
+        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+    except Exception:
+        major = 12
+    extra = "gpu-cuda13" if major >= 13 else "gpu"
+    return f"pip install 'fastbp[{extra}]' (numba-cuda with NVVM for CUDA {max(major, 12)})"
 
 
 def _driver_version(cupy):
@@ -148,9 +156,6 @@ class CupyBackend(KernelBackend):
         self.device_id = device_for_rank(launcher_local_rank(), count, cupy.cuda.Device().id)
         cupy.cuda.Device(self.device_id).use()
         cuda.select_device(self.device_id)
-        # small grids are deliberate here (a 10-class output layer is one block)
-        warnings.filterwarnings("ignore", message=r"Grid size \d+ will likely result in GPU "
-                                "under-utilization")
         geometry = gpu_geometry(cupy.cuda.Device().attributes["MultiProcessorCount"])
         self.kernels = CudaKernels(gpu, geometry, self._launch, self.step_clock(), self.empty)
         self.gemm = device_gemm(cupy, self.device_id)
