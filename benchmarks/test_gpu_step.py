@@ -21,8 +21,11 @@ order from a training set resident on the device into fixed buffers.
   the floor no implementation of the step can beat.
 
 ``float32`` is exact IEEE float32 (``precision="highest"``, torch's ``allow_tf32=False``); ``tf32``
-runs the GEMMs on TF32 tensor cores in both. Under pytest (no GPU: every test skips) one small
-smoke test checks that each implementation runs and that fastbp's step was captured.
+runs the GEMMs on TF32 tensor cores in both; ``bf16`` is fastbp's ``precision="bf16"`` (GEMM
+operands rounded to bfloat16, float32 accumulation, weights and updates) against PyTorch's
+``torch.autocast("cuda", torch.bfloat16)`` over the forward pass and the loss. Under pytest (no
+GPU: every test skips) one small smoke test checks that each implementation runs and that
+fastbp's step was captured.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ CONFIGS = {  # name: (layer sizes, batch, batches of the training set, steps per
     "small": ([784, 256, 256, 10], 256, 8, 200),
     "large": ([784, 4096, 4096, 4096, 10], 4096, 2, 10),
 }
-PRECISIONS = {"float32": "highest", "tf32": "tf32"}
+PRECISIONS = {"float32": "highest", "tf32": "tf32", "bf16": "bf16"}
 IMPLS = ("fastbp-eager", "fastbp-graph", "torch-eager", "torch-graph", "cublas-floor")
 ROUNDS = 5
 WARMUP_STEPS = 3
@@ -131,7 +134,10 @@ def torch_step(config, precision, graphed):
     static_x, static_y = X[:batch].clone(), y[:batch].clone()
 
     def body():
-        loss = torch.nn.functional.cross_entropy(model(static_x), static_y)
+        # no autocast cache: a graph must recast the weights each replay, as fastbp rounds them
+        with torch.autocast("cuda", torch.bfloat16, enabled=precision == "bf16",
+                            cache_enabled=False):
+            loss = torch.nn.functional.cross_entropy(model(static_x).float(), static_y)
         loss.backward()
         optimizer.step()
 

@@ -13,7 +13,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["environment", "install", "probe", "tests", "bench small float32", "bench small tf32",
-          "bench large float32", "bench large tf32", "summary"]
+          "bench small bf16", "bench large float32", "bench large tf32", "bench large bf16",
+          "summary"]
 
 
 def load_module(name):
