@@ -12,7 +12,8 @@ per-element math of :mod:`fastbp.kernels.scalar`:
 - ``bias_grad``: column sums, parallel over blocks of columns (one per thread), each column
   summed over the rows in order -- NumPy's order, so the sums agree to the last bit (summing
   row blocks per thread and combining was no faster at mid sizes, measured);
-- the optimizers: one sweep over the flat parameter vector.
+- the optimizers (:mod:`fastbp.kernels.cpu_optimizers`, imported here): one sweep over the flat
+  parameter vector.
 - ``take_rows``: the minibatch gather ``out = x[index]`` (not in the reference, whose backend
   calls ``np.take``; the GPU kernels have one too).
 
@@ -59,6 +60,12 @@ from .codes import (
     SIGMOID,
     SOFTMAX,
     TANH,
+)
+from .cpu_optimizers import (  # noqa: F401 -- the optimizers of this module's interface
+    adam_update,
+    decayed_adam_update,
+    momentum_update,
+    sgd_update,
 )
 from .floatbits import bf16_bits, exp_nonpositive
 from .kernel import Kernel
@@ -343,7 +350,7 @@ def _standardize_rows(x, mean, std):
             x[i, j] = (x[i, j] - mean[j]) / std[j]
 
 
-# -- gradients and optimizers ----------------------------------------------------------------
+# -- gradients ---------------------------------------------------------------------------------
 
 @Kernel
 def _column_sums(delta, width, db):
@@ -369,84 +376,7 @@ def _axpy_rows(y, x, alpha):
             y[i, j] += alpha * x[i, j]
 
 
-@Kernel
-def _sgd(p, g, lr, p16):
-    """``p -= lr g`` (and ``p16 = bf16(p)`` unless None)."""
-    lr = p.dtype.type(lr)
-    for i in prange(p.shape[0]):
-        p[i] -= lr * g[i]
-        if p16 is not None:
-            p16[i] = bf16_bits(p[i])
-
-
-@Kernel
-def _momentum(p, g, v, lr, mu, p16):
-    """``v = mu v - lr g; p += v`` (and ``p16 = bf16(p)`` unless None)."""
-    lr, mu = p.dtype.type(lr), p.dtype.type(mu)
-    for i in prange(p.shape[0]):
-        v[i] = v[i] * mu - lr * g[i]
-        p[i] += v[i]
-        if p16 is not None:
-            p16[i] = bf16_bits(p[i])
-
-
-@register_jitable
-def _adam_at(i, g_i, p, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, p16):
-    """Adam at element ``i`` with gradient ``g_i`` (the constants already in ``p``'s dtype)."""
-    m_i = m[i] * b1 + one_minus_b1 * g_i
-    v_i = v[i] * b2 + one_minus_b2 * (g_i * g_i)
-    m[i], v[i] = m_i, v_i
-    p[i] -= step * m_i / (np.sqrt(v_i * inv_c2) + eps)
-    if p16 is not None:
-        p16[i] = bf16_bits(p[i])
-
-
-@Kernel
-def _adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, p16):
-    """Adam with the bias corrections folded into two constants: ``step = lr / (1 - b1^t)``,
-    ``inv_c2 = 1 / (1 - b2^t)``, so that each element costs one division and one square root
-    (three divisions before: 1.7x the time on 300k parameters, Zen 3)."""
-    f = p.dtype.type
-    b1, one_minus_b1, b2, one_minus_b2 = f(b1), f(one_minus_b1), f(b2), f(one_minus_b2)
-    eps, step, inv_c2 = f(eps), f(step), f(inv_c2)
-    for i in prange(p.shape[0]):
-        _adam_at(i, g[i], p, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, p16)
-
-
-@Kernel
-def _decayed_adam(p, g, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step, inv_c2, lam,
-                  starts, ends, p16):
-    """:func:`_adam` on ``g_i + lam p_i`` inside the spans ``[starts[s], ends[s])`` (the
-    weights, in order) and on ``g_i`` outside them: the L2 gradient added in the update's
-    sweep, rounded as ``add_weight_decay`` rounds it, and ``g`` left as it is. The indices
-    are unsigned: a signed one from a span's start gets a negative-index check per element,
-    which kept LLVM from vectorising (3.5x the time)."""
-    f = p.dtype.type
-    b1, one_minus_b1, b2, one_minus_b2 = f(b1), f(one_minus_b1), f(b2), f(one_minus_b2)
-    eps, step, inv_c2, lam = f(eps), f(step), f(inv_c2), f(lam)
-    free = 0
-    for s in range(starts.shape[0] + 1):
-        start = starts[s] if s < starts.shape[0] else p.shape[0]
-        for k in prange(start - free):
-            i = np.uint64(free + k)
-            _adam_at(i, g[i], p, m, v, b1, one_minus_b1, b2, one_minus_b2, eps, step,
-                     inv_c2, p16)
-        if s < starts.shape[0]:
-            for k in prange(ends[s] - start):
-                i = np.uint64(start + k)
-                _adam_at(i, g[i] + lam * p[i], p, m, v, b1, one_minus_b1, b2, one_minus_b2,
-                         eps, step, inv_c2, p16)
-            free = ends[s]
-
-
 # -- the reference's interface ---------------------------------------------------------------
-
-def _vector(x):
-    """``x`` as a 1-D view: the flat parameter vectors (a copy would lose the in-place update)."""
-    if x.ndim != 1 and not x.flags.c_contiguous:
-        raise ValueError(f"expected a 1-D or C-contiguous array, got strides {x.strides}")
-    return x.reshape(-1)
-
 
 def delta_kind(act, loss):
     """How ``dL/dz`` is formed for (output activation, loss), or ValueError if undefined.
@@ -543,36 +473,3 @@ def add_weight_decay(dW, W, lam):
     """In place ``dW += lam * W`` (the gradient of ``lam/2 ||W||^2``)."""
     _axpy_rows(dW.size, dW, W, float(lam))
     return dW
-
-
-def sgd_update(p, g, lr, p16_out=None):
-    """``p -= lr * g`` over the flat parameter and gradient vectors (every update also writes
-    ``p16_out = bf16(p)`` in the same sweep, when given)."""
-    _sgd(p.size, _vector(p), _vector(g), float(lr), p16_out)
-
-
-def momentum_update(p, g, v, lr, mu, p16_out=None):
-    """Classical momentum: ``v = mu v - lr g; p += v``."""
-    _momentum(p.size, _vector(p), _vector(g), _vector(v), float(lr), float(mu), p16_out)
-
-
-def _adam_constants(lr, beta1, beta2, eps, t) -> tuple:
-    """The constants of :func:`_adam` at step ``t``."""
-    hyper = (beta1, 1 - beta1, beta2, 1 - beta2, eps, lr / (1 - beta1**t), 1 / (1 - beta2**t))
-    return tuple(map(float, hyper))
-
-
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, t, p16_out=None):
-    """Adam step ``t >= 1``: ``m = b1 m + (1-b1) g``, ``v = b2 v + (1-b2) g^2``,
-    ``p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)``."""
-    _adam(p.size, _vector(p), _vector(g), _vector(m), _vector(v),
-          *_adam_constants(lr, beta1, beta2, eps, t), p16_out)
-
-
-def decayed_adam_update(p, g, m, v, lr, beta1, beta2, eps, t, lam, starts, ends,
-                        p16_out=None):
-    """:func:`adam_update` on ``g_i + lam p_i`` for ``i`` in the spans ``[starts[s],
-    ends[s])`` (int64, in order: the weight matrices), on ``g_i`` elsewhere; ``g`` is not
-    written. The same numbers as ``add_weight_decay`` on every span, then the update."""
-    _decayed_adam(p.size, _vector(p), _vector(g), _vector(m), _vector(v),
-                  *_adam_constants(lr, beta1, beta2, eps, t), float(lam), starts, ends, p16_out)

@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st  # noqa: E402
 from numba import njit  # noqa: E402
 
 from fastbp.backends import threads  # noqa: E402
-from fastbp.kernels import codes, cpu, kernel, reference as ref  # noqa: E402
+from fastbp.kernels import codes, cpu, cpu_optimizers, kernel, reference as ref  # noqa: E402
 from fastbp.losses import LOSSES  # noqa: E402
 
 # These tests call the loops directly, not through a backend: choose Numba's threading layer
@@ -288,6 +288,11 @@ DOUBLE_MATH = re.compile(r"= (?:fadd|fsub|fmul|fdiv|frem|fneg)(?: \w+)* double|"
 FLOAT64_ACCUMULATORS = {"_loss_rows"}
 
 
+def loop_named(name) -> kernel.Kernel:
+    """The Numba loop ``name`` of the CPU kernels (the passes, or the optimizers)."""
+    return getattr(cpu, name, None) or getattr(cpu_optimizers, name)
+
+
 def float32_args(name):
     """Float32 arguments of the right kinds for kernel ``name`` (tiny shapes; the bf16 copies
     are written too, so their code is checked as well)."""
@@ -322,7 +327,7 @@ def test_float32_kernels_compute_in_float32(name):
     Compiles a fresh, uncached serial copy (cached code cannot be inspected) and reads its
     LLVM IR: the only double-precision arithmetic allowed is the loss's float64 batch total.
     """
-    kernel = njit(getattr(cpu, name).py_func)
+    kernel = njit(loop_named(name).py_func)
     kernel(*float32_args(name))
     (library,) = [ov.library for ov in kernel.overloads.values()]
     found = DOUBLE_MATH.findall(library.get_llvm_str())
@@ -336,7 +341,7 @@ def test_serial_loops_vectorise(name):
     """The serial loops (every parameter vector under ``PARALLEL_MIN_WORK`` elements runs one)
     compile to SIMD code: Python's error model checks each float division and raises, which
     kept Adam's loop scalar and 4.6x slower. A fresh, uncached copy with the loops' options."""
-    loop = njit(**kernel.LOOP_OPTIONS)(getattr(cpu, name).py_func)
+    loop = njit(**kernel.LOOP_OPTIONS)(loop_named(name).py_func)
     loop(*float32_args(name))
     (library,) = [ov.library for ov in loop.overloads.values()]
     assert re.search(r"<(4|8|16) x float>", library.get_llvm_str()), f"{name} is not SIMD"
@@ -348,5 +353,5 @@ def test_serial_division_by_zero_is_nan_as_in_numpy():
     p = np.ones(8, np.float32)
     zeros = [np.zeros(8, np.float32) for _ in range(3)]
     args = (0.9, 0.1, 0.999, 1e-3, 0.0, 1e-2, 1e3, None)  # eps = 0
-    cpu._adam.serial(p, *zeros, *args)
+    cpu_optimizers._adam.serial(p, *zeros, *args)
     assert np.isnan(p).all()

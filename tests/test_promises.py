@@ -117,9 +117,10 @@ def test_numba_caches_kernels_outside_the_package():
 
     kernels_dir = os.path.dirname(os.path.abspath(cache.__file__))
     assert config.CACHE_DIR and not os.path.abspath(config.CACHE_DIR).startswith(kernels_dir)
-    from fastbp.kernels import cpu, kernel
+    from fastbp.kernels import cpu, cpu_optimizers, kernel
 
-    kernels = [v for v in vars(cpu).values() if isinstance(v, kernel.Kernel)]
+    kernels = [v for module in (cpu, cpu_optimizers) for v in vars(module).values()
+               if isinstance(v, kernel.Kernel)]
     assert kernels
     for loop in kernels:
         for compiled in (loop.parallel, loop.serial):
