@@ -264,7 +264,8 @@ class Trainer:
         """One pass over the training set (or its rest, when resuming mid-epoch)."""
         be, net, opts = self.backend, self.net, self.opts
         start = time.perf_counter()
-        be.copy(self.last_good if self.epochs_started else net.params, self.vouched)
+        # the last epoch's start becomes the vouched-for weights (a swap, not a copy)
+        self.vouched, self.last_good = self.last_good, self.vouched
         be.copy(net.params, self.last_good)
         self.epochs_started += 1
         self.set_loss_so_far(position.loss_so_far)
@@ -316,9 +317,11 @@ class Trainer:
     def restore_last_good(self):
         """Put back the weights this epoch started from -- unless their own loss on the last
         batch is not finite either (the previous epoch's last update, which no loss had seen,
-        was the one that diverged): then those the previous epoch started from."""
+        was the one that diverged): then those the previous epoch started from (in the first
+        epoch there is none: its start is all there is)."""
         self.backend.copy(self.last_good, self.net.params)
-        if self.current is not None and not math.isfinite(self.loss_after_last_update()):
+        if self.epochs_started > 1 and self.current is not None \
+                and not math.isfinite(self.loss_after_last_update()):
             self.backend.copy(self.vouched, self.net.params)
 
     def loss_after_last_update(self) -> float:
