@@ -89,11 +89,11 @@ def probe() -> tuple[bool, str]:
 def _gpu_install_hint(cupy) -> str:
     """The extra whose CUDA major version matches CuPy's build (12 unless it says 13)."""
     try:
-        major = cupy.cuda.runtime.runtimeGetVersion() // 1000
+        cuda13 = cupy.cuda.runtime.runtimeGetVersion() >= 13000
     except Exception:
-        major = 12
-    extra = "gpu-cuda13" if major >= 13 else "gpu"
-    return f"pip install 'fastbp[{extra}]' (numba-cuda with NVVM for CUDA {max(major, 12)})"
+        cuda13 = False
+    extra, cuda = ("gpu-cuda13", 13) if cuda13 else ("gpu", 12)
+    return f"pip install 'fastbp[{extra}]' (numba-cuda with NVVM for CUDA {cuda})"
 
 
 def _driver_version(cupy):
