@@ -82,7 +82,7 @@ def run_estimator(X, y, epochs, hidden):
 
 
 def run_fit(X, y, epochs, hidden):
-    net = fastbp.MLP([X.shape[1], *hidden, 10], seed=0)
+    net = fastbp.MLP([X.shape[1], *hidden, 10], init="glorot_uniform", seed=0)
     net.fit(X, y, epochs=epochs, batch_size=200, lr=1e-3, optimizer="adam",
             weight_decay=1e-4 / 200, verbose=0)
 

@@ -90,7 +90,8 @@ def add_model_flags(p):
     g.add_argument("--loss", choices=list(LOSSES),
                    help="loss (default: cross_entropy, binary_cross_entropy or mse by task)")
     g.add_argument("--init", choices=INITS, default="he", help="weight initialiser (default: he)")
-    g.add_argument("--init-scale", type=float, help="std (normal) or bound (uniform)")
+    g.add_argument("--init-scale", type=float,
+                   help="std (normal), bound (uniform) or gain (glorot_uniform)")
     g.add_argument("--leaky-slope", type=float, default=0.01, help="leaky_relu slope (0.01)")
     g.add_argument("--elu-alpha", type=float, default=1.0, help="elu alpha (1.0)")
     g.add_argument("--preprocess", choices=["none", *PREPROCESSORS], default="standardize",

@@ -5,6 +5,7 @@ parameters, the helpers of the constructors and of ``partial_fit``'s availabilit
 
 from __future__ import annotations
 
+import math
 from numbers import Real
 
 import numpy as np
@@ -17,6 +18,10 @@ from .preprocess import PREPROCESSORS
 
 #: scikit-learn's activation names -> fastbp's
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
+#: the gain of scikit-learn's Glorot-uniform initial weights, per fastbp activation (1 if not
+#: listed): ``U[-b, b]``, ``b = sqrt(2 / (n_in + n_out))`` for the logistic, ``sqrt(6 / ...)``
+#: for the others, i.e. ``init="glorot_uniform"`` with gain ``1/sqrt(3)`` or 1
+SKLEARN_INIT_GAIN = {"sigmoid": 1 / math.sqrt(3)}
 #: the solvers that train in epochs of minibatches (early_stopping, partial_fit)
 STOCHASTIC_SOLVERS = ("adam", "sgd")
 #: integer feature dtypes the estimators pass to training unconverted where the model's dtype

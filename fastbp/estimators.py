@@ -28,6 +28,9 @@ How scikit-learn's parameters map onto fit (``N_b`` the batch size):
   or None choose; ``coefs_`` and ``intercepts_`` are the weights on the raw features all the
   same (a standardisation is folded into the first layer).
 
+Initial weights are scikit-learn's: Glorot-uniform (``init="glorot_uniform"``, gain
+``1/sqrt(3)`` for the logistic activation), drawn from fastbp's generator; the biases start
+at zero where scikit-learn draws them too.
 ``fit`` starts from fresh weights unless ``warm_start`` (then ``y`` must have the classes of
 the previous fit); ``partial_fit`` runs one epoch that continues the optimizer state (see
 :meth:`fastbp.MLP.partial_fit`). As in scikit-learn, ``loss_curve_``, ``validation_scores_``,
@@ -66,8 +69,8 @@ except ImportError as exc:  # pragma: no cover - exercised without scikit-learn
 from .arrays import exact_integers
 from .data import Standardizer
 from .estimator_params import (ACTIVATIONS, FASTBP_CONSTRAINTS, INTEGER_DTYPES,
-                               STOCHASTIC_SOLVERS, float_dtype_of, stochastic_solver,
-                               store_parameters, tensors_to_host)
+                               SKLEARN_INIT_GAIN, STOCHASTIC_SOLVERS, float_dtype_of,
+                               stochastic_solver, store_parameters, tensors_to_host)
 from .estimator_stopping import ScikitLearnStopping, scikit_learn_loss
 from .labels import LabelCoder
 from .model import MLP, PREDICT_CHUNK
@@ -192,9 +195,9 @@ class BaseMLP(BaseEstimator):
         output, loss = self._output()
         act = ACTIVATIONS[self.activation]
         self.net_ = MLP([X.shape[1], *hidden, self._n_outputs()], activation=act,
-                        output=output, loss=loss, init="he" if act == "relu" else "xavier",
-                        backend=self.backend, dtype=self.dtype, seed=self._seed(),
-                        preprocess=self.preprocess)
+                        output=output, loss=loss, init="glorot_uniform",
+                        init_scale=SKLEARN_INIT_GAIN.get(act, 1.0), backend=self.backend,
+                        dtype=self.dtype, seed=self._seed(), preprocess=self.preprocess)
 
     def _batch_size(self, n_train):
         """The minibatch size on ``n_train`` training rows (None for 'lbfgs'): 'auto' is

@@ -1,14 +1,18 @@
 """The rest of the course: PReLU and maxout layers, L-BFGS, whitening, diagnostics, figures."""
 
 import argparse
+import math
 import sys
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastbp
 from fastbp import data, diagnostics
 from fastbp.files import atomic_savez
+from fastbp.init import init_weights
 from fastbp.lbfgs import lbfgs_minimize
 from fastbp.plots import plot_history
 from fastbp.preprocess import Whitener
@@ -343,3 +347,16 @@ def test_plot_history_writes_the_curves(tmp_path):
     assert path.read_bytes().startswith(PNG_MAGIC)
     with pytest.raises(ValueError, match="empty"):
         plot_history(fastbp.History(), tmp_path / "none.png")
+
+
+@settings(max_examples=25, deadline=None)
+@given(n_in=st.integers(50, 400), n_out=st.integers(50, 400), gain=st.floats(0.1, 3.0))
+def test_glorot_uniform_fills_its_bound_with_xaviers_variance(n_in, n_out, gain):
+    """``U[-b, b]``, ``b = gain sqrt(6 / (n_in + n_out))``: every weight inside the bound, the
+    extremes near it, the variance ``b^2 / 3 = gain^2 2 / (n_in + n_out)`` (xavier's)."""
+    W = init_weights(np.random.default_rng(0), n_in, n_out, "glorot_uniform", gain)
+    bound = gain * math.sqrt(6 / (n_in + n_out))
+    assert W.shape == (n_in, n_out)
+    assert np.abs(W).max() <= bound and np.abs(W).max() > 0.99 * bound
+    np.testing.assert_allclose(W.var(), gain**2 * 2 / (n_in + n_out), rtol=0.1)
+    assert abs(W.mean()) < 0.05 * bound

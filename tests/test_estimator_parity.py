@@ -289,3 +289,25 @@ def test_the_loss_curve_of_several_outputs_is_scikit_learns(Y):
                        random_state=0, dtype="float64").fit(X, Y)
     expected = scikit_learn_squared_loss(est, X, Y)
     assert est.loss_curve_ == [est.loss_] and est.loss_ == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("activation, factor", [("relu", 6), ("tanh", 6), ("logistic", 2)])
+def test_initial_weights_are_scikit_learns_glorot_uniform(activation, factor):
+    """scikit-learn draws ``W`` from ``U[-b, b]``, ``b = sqrt(factor / (n_in + n_out))``
+    (factor 2 for the logistic, else 6); one step at a negligible rate leaves the weights
+    where they started."""
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((300, 40)), rng.integers(0, 3, 300)
+    sizes = (40, 60, 50, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for Estimator in (MLPClassifier, sk.MLPClassifier):
+            params = dict(hidden_layer_sizes=sizes[1:-1], activation=activation, solver="sgd",
+                          momentum=0.0, learning_rate_init=1e-12, max_iter=1, random_state=0)
+            if Estimator is MLPClassifier:
+                params["preprocess"] = None
+            net = Estimator(**params).fit(X, y)
+            for W, n_in, n_out in zip(net.coefs_, sizes[:-1], sizes[1:]):
+                bound = math.sqrt(factor / (n_in + n_out))
+                assert 0.97 * bound < np.abs(W).max() <= bound * (1 + 1e-6), Estimator
+                np.testing.assert_allclose(W.std(), bound / math.sqrt(3), rtol=0.1)
