@@ -18,9 +18,9 @@ from .preprocess import PREPROCESSORS
 
 #: scikit-learn's activation names -> fastbp's
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
-#: the gain of scikit-learn's Glorot-uniform initial weights, per fastbp activation (1 if not
-#: listed): ``U[-b, b]``, ``b = sqrt(2 / (n_in + n_out))`` for the logistic, ``sqrt(6 / ...)``
-#: for the others, i.e. ``init="glorot_uniform"`` with gain ``1/sqrt(3)`` or 1
+#: the gain of scikit-learn's Glorot-uniform initial weights, per fastbp activation (the
+#: default 1 if not listed): ``U[-b, b]``, ``b = sqrt(2 / (n_in + n_out))`` for the
+#: logistic, ``sqrt(6 / ...)`` for the others: ``init="glorot_uniform"``, gain 1/sqrt(3) or 1
 SKLEARN_INIT_GAIN = {"sigmoid": 1 / math.sqrt(3)}
 #: the solvers that train in epochs of minibatches (early_stopping, partial_fit)
 STOCHASTIC_SOLVERS = ("adam", "sgd")

@@ -196,7 +196,7 @@ class BaseMLP(BaseEstimator):
         act = ACTIVATIONS[self.activation]
         self.net_ = MLP([X.shape[1], *hidden, self._n_outputs()], activation=act,
                         output=output, loss=loss, init="glorot_uniform",
-                        init_scale=SKLEARN_INIT_GAIN.get(act, 1.0), backend=self.backend,
+                        init_scale=SKLEARN_INIT_GAIN.get(act), backend=self.backend,
                         dtype=self.dtype, seed=self._seed(), preprocess=self.preprocess)
 
     def _batch_size(self, n_train):

@@ -53,11 +53,10 @@ def init_weights(rng: np.random.Generator, n_in: int, n_out: int, init: str, sca
     shape = (n_in, n_out)
     if init == "zeros":
         return np.zeros(shape)
+    if init == "glorot_uniform":  # uniform, its bound the gain times Glorot's
+        return init_weights(rng, n_in, n_out, "uniform", scale * math.sqrt(6.0 / (n_in + n_out)))
     if init == "uniform":
         return rng.uniform(-scale, scale, size=shape)
-    if init == "glorot_uniform":
-        bound = scale * math.sqrt(6.0 / (n_in + n_out))
-        return rng.uniform(-bound, bound, size=shape)
     std = {
         "normal": scale,
         "xavier": math.sqrt(2.0 / (n_in + n_out)),
